@@ -1,0 +1,33 @@
+"""Shared entry-point behaviour of the stage scripts."""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from typing import Callable
+
+from spreadcast.config import ConfigError
+from spreadcast.data.targets import DataError
+from spreadcast.evaluation.metric import MetricError
+from spreadcast.features.windows import SplitError
+from spreadcast.model.checkpoint import CheckpointError
+from spreadcast.training.loop import CollapseError
+
+KNOWN_ERRORS = (ConfigError, DataError, SplitError, CheckpointError, CollapseError, MetricError)
+
+
+def parser(doc: str | None) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=(doc or "").strip().splitlines()[0] if doc else None)
+    p.add_argument("--params", default="params.yaml", help="parameters file (default: params.yaml)")
+    return p
+
+
+def run(name: str, main: Callable[[], None]) -> None:
+    """Run a stage; a known problem becomes one line on stderr and exit status 1."""
+    start = time.perf_counter()
+    try:
+        main()
+    except KNOWN_ERRORS as exc:
+        print(f"{name}: error: {exc}", file=sys.stderr)
+        sys.exit(1)
+    print(f"{name}: done in {time.perf_counter() - start:.1f}s", flush=True)

@@ -1,0 +1,326 @@
+"""params.yaml sections as validated dataclasses.
+
+Every stage loads only its own sections. Validation happens on load: an unknown key, a value
+of the wrong type or out of range is a one-line `ConfigError` naming `section.key` and what
+is allowed, before any work starts.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A params.yaml problem; the message names the key at fault."""
+
+
+def _check_type(value: Any, hint: Any, key: str) -> Any:
+    origin = typing.get_origin(hint)
+    if origin is Literal:
+        allowed = typing.get_args(hint)
+        if value not in allowed:
+            raise ConfigError(f"{key}: {value!r} is not one of {list(allowed)}")
+        return value
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(hint)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _check_type(value, arg, key)
+            except ConfigError as exc:
+                errors.append(str(exc))
+        raise ConfigError(errors[0] if errors else f"{key}: invalid value {value!r}")
+    if origin is list:
+        (inner,) = typing.get_args(hint)
+        if not isinstance(value, list):
+            raise ConfigError(f"{key}: expected a list, got {value!r}")
+        return [_check_type(v, inner, f"{key}[{i}]") for i, v in enumerate(value)]
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key}: expected true or false, got {value!r}")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{key}: expected an integer, got {value!r}")
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{key}: expected a number, got {value!r}")
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{key}: expected a string, got {value!r}")
+        return value
+    raise TypeError(f"unsupported config type {hint!r} for {key}")
+
+
+def build(cls: type, raw: dict | None, section: str):
+    """Build dataclass `cls` from a mapping, rejecting unknown keys and wrong types."""
+    raw = {} if raw is None else raw
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{section}: expected a mapping, got {raw!r}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    unknown = sorted(set(raw) - set(names))
+    if unknown:
+        raise ConfigError(f"{section}.{unknown[0]}: unknown key (allowed: {', '.join(names)})")
+    values = {k: _check_type(v, hints[k], f"{section}.{k}") for k, v in raw.items()}
+    obj = cls(**values)
+    check = getattr(obj, "validate", None)
+    if check is not None:
+        check(section)
+    return obj
+
+
+def _require(ok: bool, key: str, message: str) -> None:
+    if not ok:
+        raise ConfigError(f"{key}: {message}")
+
+
+@dataclass
+class SyntheticConfig:
+    """The embedded synthetic market (see `spreadcast.data.synthetic`)."""
+
+    seed: int = 7
+    n_train_days: int = 1900
+    n_test_days: int = 134
+    n_scored_days: int = 90
+    overlap_days: int = 0
+    n_lme: int = 4
+    n_jpx: int = 6
+    n_us: int = 95
+    n_fx: int = 38
+    lags: list[int] = field(default_factory=lambda: [1, 2, 3, 4])
+    targets_per_lag: int = 106
+    signal_strength: float = 0.12
+    n_signals: int = 4
+    signal_persistence: float = 0.9
+    holiday_rate: float = 0.03
+
+    def validate(self, s: str) -> None:
+        _require(self.n_train_days >= 60, f"{s}.n_train_days", "must be at least 60")
+        _require(self.n_test_days >= 1, f"{s}.n_test_days", "must be at least 1")
+        _require(0 <= self.n_scored_days <= self.n_test_days, f"{s}.n_scored_days",
+                 f"must be between 0 and n_test_days ({self.n_test_days})")
+        _require(0 <= self.overlap_days <= min(self.n_test_days, self.n_train_days),
+                 f"{s}.overlap_days", "must be between 0 and n_test_days")
+        _require(self.n_lme >= 1 and self.n_jpx >= 1 and self.n_us >= 2 and self.n_fx >= 1,
+                 f"{s}.n_lme/n_jpx/n_us/n_fx", "need at least 1 LME, 1 JPX, 2 US, 1 FX instrument")
+        _require(self.n_lme <= 4, f"{s}.n_lme", "at most 4 (the LME metals)")
+        _check_lags(self.lags, f"{s}.lags")
+        _require(self.targets_per_lag >= 2, f"{s}.targets_per_lag", "must be at least 2")
+        _require(0.0 <= self.signal_strength <= 1.0, f"{s}.signal_strength", "must be in [0, 1]")
+        _require(self.n_signals >= 1, f"{s}.n_signals", "must be at least 1")
+        _require(0.0 <= self.signal_persistence < 1.0, f"{s}.signal_persistence", "must be in [0, 1)")
+        _require(0.0 <= self.holiday_rate < 0.5, f"{s}.holiday_rate", "must be in [0, 0.5)")
+
+
+def _check_lags(lags: list[int], key: str) -> None:
+    _require(len(lags) > 0, key, "must list at least one lag")
+    _require(all(1 <= k <= 4 for k in lags), key, f"lags must be in 1..4, got {lags}")
+    _require(len(set(lags)) == len(lags) and lags == sorted(lags), key,
+             f"lags must be distinct and sorted, got {lags}")
+
+
+@dataclass
+class DataConfig:
+    """Which dataset folder the pipeline reads, and which lags it models."""
+
+    dir: str = "artifacts/synthetic/dataset"
+    lags: list[int] = field(default_factory=lambda: [1, 2, 3, 4])
+    label_tolerance: float = 1e-6
+
+    def validate(self, s: str) -> None:
+        _require(bool(self.dir.strip()), f"{s}.dir", "must name a dataset folder")
+        _check_lags(self.lags, f"{s}.lags")
+        _require(self.label_tolerance > 0, f"{s}.label_tolerance", "must be positive")
+
+
+@dataclass
+class FeaturesConfig:
+    return_horizons: list[int] = field(default_factory=lambda: [1, 5, 20])
+
+    def validate(self, s: str) -> None:
+        _require(len(self.return_horizons) > 0 and all(1 <= h <= 250 for h in self.return_horizons),
+                 f"{s}.return_horizons", "needs at least one horizon, each in 1..250")
+
+
+@dataclass
+class PrescreenConfig:
+    max_missing: float = 0.5
+    min_std: float = 1e-8
+    max_abs_corr: float = 0.995
+    top_k: int = 256
+    min_abs_ic: float = 0.0
+
+    def validate(self, s: str) -> None:
+        _require(0.0 <= self.max_missing <= 1.0, f"{s}.max_missing", "must be in [0, 1]")
+        _require(self.min_std >= 0.0, f"{s}.min_std", "must be >= 0")
+        _require(0.0 < self.max_abs_corr <= 1.0, f"{s}.max_abs_corr", "must be in (0, 1]")
+        _require(self.top_k >= 1, f"{s}.top_k", "must be at least 1")
+        _require(self.min_abs_ic >= 0.0, f"{s}.min_abs_ic", "must be >= 0")
+
+
+@dataclass
+class ScaleConfig:
+    method: Literal["standard", "robust"] = "standard"
+    clip: float = 5.0
+
+    def validate(self, s: str) -> None:
+        _require(self.clip > 0, f"{s}.clip", "must be positive")
+
+
+@dataclass
+class WindowsConfig:
+    history: int = 32
+    val_days: int = 250
+    holdout_days: int = 250
+    embargo: int = 5
+
+    def validate(self, s: str) -> None:
+        _require(self.history >= 1, f"{s}.history", "must be at least 1")
+        _require(self.val_days >= 10, f"{s}.val_days", "must be at least 10")
+        _require(self.holdout_days >= 10, f"{s}.holdout_days", "must be at least 10")
+        _require(self.embargo >= 5, f"{s}.embargo", "must be at least max lag + 1 = 5")
+
+
+@dataclass
+class TrainConfig:
+    d_model: int = 64
+    n_heads: int = 4
+    n_layers: int = 2
+    ff_mult: int = 2
+    dropout: float = 0.1
+    time2vec_dim: int = 8
+    positional: bool = True
+    epochs: int = 12
+    batch_size: int = 64
+    lr: float = 1e-3
+    weight_decay: float = 1e-2
+    grad_clip: float = 1.0
+    schedule: Literal["cosine", "onecycle"] = "cosine"
+    warmup_epochs: int = 1
+    huber_delta: float = 0.2
+    rank_weight: float = 1.0
+    gate_l1: float = 1e-3
+    gate_warmup_epochs: int = 3
+    patience: int = 4
+    amp: bool = False
+    seed: int = 0
+
+    def validate(self, s: str) -> None:
+        _require(self.d_model >= 8, f"{s}.d_model", "must be at least 8")
+        _require(self.n_heads >= 1 and self.d_model % self.n_heads == 0, f"{s}.n_heads",
+                 f"must divide d_model ({self.d_model})")
+        _require(self.n_layers >= 1, f"{s}.n_layers", "must be at least 1")
+        _require(self.ff_mult >= 1, f"{s}.ff_mult", "must be at least 1")
+        _require(0.0 <= self.dropout < 1.0, f"{s}.dropout", "must be in [0, 1)")
+        _require(self.time2vec_dim >= 2, f"{s}.time2vec_dim", "must be at least 2")
+        _require(self.epochs >= 1, f"{s}.epochs", "must be at least 1")
+        _require(self.batch_size >= 1, f"{s}.batch_size", "must be at least 1")
+        _require(0.0 < self.lr < 1.0, f"{s}.lr", "must be in (0, 1)")
+        _require(self.weight_decay >= 0.0, f"{s}.weight_decay", "must be >= 0")
+        _require(self.grad_clip > 0.0, f"{s}.grad_clip", "must be positive")
+        _require(self.warmup_epochs >= 0, f"{s}.warmup_epochs", "must be >= 0")
+        _require(self.huber_delta > 0.0, f"{s}.huber_delta", "must be positive")
+        _require(self.rank_weight >= 0.0, f"{s}.rank_weight", "must be >= 0")
+        _require(self.gate_l1 >= 0.0, f"{s}.gate_l1", "must be >= 0")
+        _require(self.gate_warmup_epochs >= 0, f"{s}.gate_warmup_epochs", "must be >= 0")
+        _require(self.patience >= 1, f"{s}.patience", "must be at least 1")
+
+
+@dataclass
+class PruneConfig:
+    policy: Literal["threshold", "top_k", "mass"] = "mass"
+    threshold: float = 0.5
+    top_k: int = 64
+    mass: float = 0.9
+    min_keep: int = 8
+
+    def validate(self, s: str) -> None:
+        _require(0.0 < self.threshold < 1.0, f"{s}.threshold", "must be in (0, 1)")
+        _require(self.top_k >= 1, f"{s}.top_k", "must be at least 1")
+        _require(0.0 < self.mass <= 1.0, f"{s}.mass", "must be in (0, 1]")
+        _require(self.min_keep >= 1, f"{s}.min_keep", "must be at least 1")
+
+
+@dataclass
+class FinetuneConfig:
+    epochs: int = 6
+    lr: float = 5e-4
+    tolerance: float = 0.05
+
+    def validate(self, s: str) -> None:
+        _require(self.epochs >= 1, f"{s}.epochs", "must be at least 1")
+        _require(0.0 < self.lr < 1.0, f"{s}.lr", "must be in (0, 1)")
+        _require(self.tolerance >= 0.0, f"{s}.tolerance", "must be >= 0")
+
+
+@dataclass
+class EvaluateConfig:
+    rolling_window: int = 20
+    ridge_alpha: float = 10.0
+
+    def validate(self, s: str) -> None:
+        _require(self.rolling_window >= 2, f"{s}.rolling_window", "must be at least 2")
+        _require(self.ridge_alpha > 0.0, f"{s}.ridge_alpha", "must be positive")
+
+
+SECTIONS: dict[str, type] = {
+    "data": DataConfig,
+    "synthetic": SyntheticConfig,
+    "features": FeaturesConfig,
+    "prescreen": PrescreenConfig,
+    "scale": ScaleConfig,
+    "windows": WindowsConfig,
+    "train": TrainConfig,
+    "prune": PruneConfig,
+    "finetune": FinetuneConfig,
+    "evaluate": EvaluateConfig,
+}
+
+
+def read_params(path: str | Path = "params.yaml") -> dict:
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: file not found") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({exc})") from None
+    raw = {} if raw is None else raw
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping of sections")
+    unknown = sorted(set(raw) - set(SECTIONS))
+    if unknown:
+        raise ConfigError(f"{path}: unknown section {unknown[0]!r} (allowed: {', '.join(SECTIONS)})")
+    return raw
+
+
+def load(section: str, path: str | Path = "params.yaml"):
+    """Load and validate one section of params.yaml."""
+    raw = read_params(path)
+    return build(SECTIONS[section], raw.get(section), section)
+
+
+def load_all(path: str | Path = "params.yaml") -> dict[str, Any]:
+    raw = read_params(path)
+    return {name: build(cls, raw.get(name), name) for name, cls in SECTIONS.items()}
+
+
+def params_hash(*configs: Any) -> str:
+    """Stable hash of config dataclasses, recorded in checkpoints."""
+    payload = json.dumps([dataclasses.asdict(c) for c in configs], sort_keys=True)
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]

@@ -1,0 +1,92 @@
+"""The competition metric: Sharpe ratio of daily Spearman rank correlations.
+
+For each date, take the targets that have a label, rank the labels and the matching
+predictions (average ranks for ties) and correlate the ranks (Pearson). The score is the mean
+of the daily correlations divided by their standard deviation (ddof=0). A date whose labels or
+predictions have zero spread is an error, as it is in the competition.
+
+`score_reference` follows that definition date by date; `daily_rank_corr` and `score` are the
+vectorised versions used during training and evaluation, and agree with it to 1e-9.
+"""
+from __future__ import annotations
+
+import numpy as np
+from scipy.stats import rankdata
+
+
+class MetricError(ZeroDivisionError):
+    """The metric is undefined on these inputs (zero spread, or no labels on a date)."""
+
+
+def _rank_average(values: np.ndarray) -> np.ndarray:
+    return rankdata(values, method="average")
+
+
+def score_reference(labels: np.ndarray, preds: np.ndarray) -> float:
+    """Date-by-date reference implementation (dates x targets; NaN label = no label)."""
+    daily = []
+    for d in range(labels.shape[0]):
+        have = ~np.isnan(labels[d])
+        if not have.any():
+            raise MetricError(f"date row {d}: no non-null target values")
+        y, p = labels[d, have], preds[d, have]
+        if not np.all(np.isfinite(p)):
+            raise MetricError(f"date row {d}: non-finite prediction for a labelled target")
+        if y.std() == 0 or p.std() == 0:
+            raise MetricError(f"date row {d}: zero spread, rank correlation undefined")
+        daily.append(np.corrcoef(_rank_average(p), _rank_average(y))[0, 1])
+    return sharpe(np.asarray(daily))
+
+
+def sharpe(daily: np.ndarray) -> float:
+    std = daily.std()
+    if std == 0:
+        raise MetricError("zero standard deviation of daily correlations, Sharpe undefined")
+    return float(daily.mean() / std)
+
+
+def daily_rank_corr(labels: np.ndarray, preds: np.ndarray, strict: bool = True) -> np.ndarray:
+    """Spearman correlation per date over the labelled targets, vectorised.
+
+    With `strict`, a date without labels or with zero spread raises `MetricError` as the
+    competition does; otherwise such a date gives NaN (useful while a model is training).
+    """
+    labels = np.asarray(labels, dtype=np.float64)
+    preds = np.asarray(preds, dtype=np.float64)
+    have = ~np.isnan(labels)
+    if strict:
+        if not have.any(axis=1).all():
+            raise MetricError(f"date row {int(np.argmin(have.any(axis=1)))}: no non-null target values")
+        if not np.isfinite(preds[have]).all():
+            raise MetricError("non-finite prediction for a labelled target")
+    p = np.where(have, preds, np.nan)
+    ry = rankdata(labels, method="average", axis=1, nan_policy="omit")
+    rp = rankdata(p, method="average", axis=1, nan_policy="omit")
+    n = have.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ry = ry - np.nanmean(ry, axis=1, keepdims=True)
+        rp = rp - np.nanmean(rp, axis=1, keepdims=True)
+        cov = np.nansum(ry * rp, axis=1)
+        var_y = np.nansum(ry * ry, axis=1)
+        var_p = np.nansum(rp * rp, axis=1)
+        corr = cov / np.sqrt(var_y * var_p)
+    degenerate = (var_y <= 0) | (var_p <= 0) | (n == 0)
+    if strict and degenerate.any():
+        raise MetricError(f"date row {int(np.argmax(degenerate))}: zero spread, rank correlation undefined")
+    return np.where(degenerate, np.nan, corr)
+
+
+def score(labels: np.ndarray, preds: np.ndarray) -> float:
+    """The competition score, vectorised (raises where the competition would)."""
+    return sharpe(daily_rank_corr(labels, preds, strict=True))
+
+
+def summary(labels: np.ndarray, preds: np.ndarray) -> dict:
+    """Score plus mean/std of the daily correlations, skipping undefined dates."""
+    daily = daily_rank_corr(labels, preds, strict=False)
+    ok = daily[np.isfinite(daily)]
+    if ok.size == 0:
+        return {"sharpe": float("nan"), "ic_mean": float("nan"), "ic_std": float("nan"), "days": 0}
+    std = ok.std()
+    return {"sharpe": float(ok.mean() / std) if std > 0 else float("nan"),
+            "ic_mean": float(ok.mean()), "ic_std": float(std), "days": int(ok.size)}

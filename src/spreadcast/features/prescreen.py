@@ -1,0 +1,71 @@
+"""Feature prescreening on the training fold only.
+
+Drops columns missing beyond a threshold, constant or near-constant columns, and
+near-duplicates (|Spearman| above a bound with a better-scoring kept column); ranks the rest by
+their rank IC with the targets (root mean square over targets) and keeps by threshold and
+top-k. Every column gets a line in the report: kept with its score, or dropped with a reason.
+"""
+from __future__ import annotations
+
+import numpy as np
+from scipy.stats import rankdata
+
+from spreadcast.config import PrescreenConfig
+
+
+def _centred_ranks(values: np.ndarray) -> np.ndarray:
+    """Column-wise ranks centred on zero and scaled to unit norm; missing cells count as 0."""
+    ranks = rankdata(values, axis=0, nan_policy="omit")
+    ranks = ranks - np.nanmean(ranks, axis=0, keepdims=True)
+    ranks = np.nan_to_num(ranks, nan=0.0)
+    norm = np.linalg.norm(ranks, axis=0, keepdims=True)
+    return ranks / np.where(norm > 0, norm, 1.0)
+
+
+def rank_ic(features: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Spearman IC of each feature with each target over the rows given (features x targets)."""
+    return _centred_ranks(features).T @ _centred_ranks(labels)
+
+
+def prescreen(features: np.ndarray, names: list[str], labels: np.ndarray, cfg: PrescreenConfig):
+    """Screen `features` (training rows x F) against `labels` (training rows x T).
+
+    Returns the kept names in a stable order (best score first, ties by name) and the report.
+    """
+    n = features.shape[1]
+    missing = np.isnan(features).mean(axis=0)
+    with np.errstate(invalid="ignore"):
+        std = np.nanstd(features, axis=0)
+    reason: list[str | None] = [None] * n
+    for j in range(n):
+        if missing[j] > cfg.max_missing:
+            reason[j] = f"missing {missing[j]:.2f} > {cfg.max_missing}"
+        elif not np.isfinite(std[j]) or std[j] <= cfg.min_std:
+            reason[j] = f"constant (std {0.0 if not np.isfinite(std[j]) else std[j]:.3g})"
+    alive = np.array([r is None for r in reason])
+    score = np.zeros(n)
+    if alive.any():
+        ic = rank_ic(features[:, alive], labels)
+        score[alive] = np.sqrt(np.mean(ic**2, axis=1))
+    order = sorted(np.flatnonzero(alive), key=lambda j: (-round(score[j], 12), names[j]))
+    kept: list[int] = []
+    ranks = _centred_ranks(features[:, order]) if order else None
+    kept_pos: list[int] = []
+    for pos, j in enumerate(order):
+        if score[j] < cfg.min_abs_ic:
+            reason[j] = f"score {score[j]:.4f} < min_abs_ic {cfg.min_abs_ic}"
+            continue
+        if len(kept) >= cfg.top_k:
+            reason[j] = f"beyond top_k {cfg.top_k}"
+            continue
+        if kept_pos:
+            corr = np.abs(ranks[:, kept_pos].T @ ranks[:, pos])
+            worst = int(np.argmax(corr))
+            if corr[worst] > cfg.max_abs_corr:
+                reason[j] = f"near-duplicate of {names[order[kept_pos[worst]]]} (|rho| {corr[worst]:.4f})"
+                continue
+        kept.append(j)
+        kept_pos.append(pos)
+    report = [{"feature": names[j], "kept": reason[j] is None, "reason": reason[j] or "kept",
+               "score": float(score[j]), "missing": float(missing[j])} for j in range(n)]
+    return [names[j] for j in kept], report

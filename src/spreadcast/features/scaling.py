@@ -1,0 +1,61 @@
+"""Scaling statistics fit on training rows only, persisted with the names they belong to.
+
+`standard` centres on the mean and divides by the standard deviation; `robust` uses the median
+and the inter-quartile range (/1.349, so both agree on Gaussian data). Scaled values are clipped
+to +-clip. Targets get a scale only (their centre stays at zero, as returns do).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from spreadcast.config import ScaleConfig
+
+
+@dataclass
+class Scaler:
+    method: str
+    clip: float
+    features: list[str]
+    center: np.ndarray
+    scale: np.ndarray
+    targets: list[str]
+    target_scale: np.ndarray
+
+    def transform(self, values: np.ndarray) -> np.ndarray:
+        """Scale a (rows x features) matrix in registry order; NaN stays NaN."""
+        out = (values - self.center) / self.scale
+        return np.clip(out, -self.clip, self.clip)
+
+    def to_dict(self) -> dict:
+        return {"method": self.method, "clip": self.clip, "features": self.features,
+                "center": self.center.tolist(), "scale": self.scale.tolist(),
+                "targets": self.targets, "target_scale": self.target_scale.tolist()}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Scaler":
+        return cls(method=d["method"], clip=float(d["clip"]), features=list(d["features"]),
+                   center=np.asarray(d["center"], dtype=np.float64), scale=np.asarray(d["scale"], dtype=np.float64),
+                   targets=list(d["targets"]), target_scale=np.asarray(d["target_scale"], dtype=np.float64))
+
+
+def _safe(scale: np.ndarray) -> np.ndarray:
+    return np.where(np.isfinite(scale) & (scale > 1e-12), scale, 1.0)
+
+
+def fit(features: np.ndarray, names: list[str], labels: np.ndarray, targets: list[str], cfg: ScaleConfig) -> Scaler:
+    """Fit on training rows (rows x features, rows x targets)."""
+    with np.errstate(invalid="ignore"), np.testing.suppress_warnings() as sup:
+        sup.filter(RuntimeWarning)
+        if cfg.method == "robust":
+            center = np.nanmedian(features, axis=0)
+            q75, q25 = np.nanpercentile(features, [75, 25], axis=0)
+            scale = (q75 - q25) / 1.349
+        else:
+            center = np.nanmean(features, axis=0)
+            scale = np.nanstd(features, axis=0)
+        target_scale = np.sqrt(np.nanmean(labels**2, axis=0))
+    return Scaler(method=cfg.method, clip=cfg.clip, features=list(names),
+                  center=np.nan_to_num(center), scale=_safe(scale),
+                  targets=list(targets), target_scale=_safe(target_scale))

@@ -1,0 +1,141 @@
+"""Date splits with an embargo, and zero-copy rolling windows over the feature matrix.
+
+Split layout over the labelled days, oldest first:
+
+    [ train ] embargo [ validation ] embargo [ holdout ]
+
+The embargo (>= max lag + 1 days) keeps every label of one split from using prices that fall
+inside the next. Windows of length L are views made with `Tensor.unfold`; a batch gathers only
+its own rows, so the training path never materialises a dates x L x features array.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from spreadcast.config import WindowsConfig
+from spreadcast.io import load_array, read_json, save_arrays
+
+
+class SplitError(ValueError):
+    pass
+
+
+@dataclass
+class Splits:
+    train: np.ndarray       # row indices into the dense date axis
+    val: np.ndarray
+    holdout: np.ndarray
+
+    def to_dict(self, date_ids: np.ndarray) -> dict:
+        def describe(rows):
+            return {"rows": int(rows.size),
+                    "date_ids": [int(date_ids[rows[0]]), int(date_ids[rows[-1]])] if rows.size else None}
+        return {"train": describe(self.train), "val": describe(self.val), "holdout": describe(self.holdout)}
+
+
+def make_splits(labelled: np.ndarray, cfg: WindowsConfig, max_lag: int) -> Splits:
+    """Split the labelled rows (a boolean over the dense date axis) by date.
+
+    A row is usable once it has a full history of `cfg.history` days behind it.
+    """
+    if cfg.embargo < max_lag + 1:
+        raise SplitError(f"windows.embargo {cfg.embargo} is below max lag + 1 = {max_lag + 1}")
+    rows = np.flatnonzero(labelled)
+    rows = rows[rows >= cfg.history - 1]
+    need = cfg.holdout_days + cfg.val_days + 2 * cfg.embargo + 20
+    if rows.size < need:
+        raise SplitError(f"only {rows.size} labelled days with a full history of {cfg.history}; "
+                         f"windows.val_days + windows.holdout_days + 2 * embargo + 20 = {need} needed")
+    holdout = rows[-cfg.holdout_days:]
+    before = rows[rows < holdout[0] - cfg.embargo]
+    val = before[-cfg.val_days:]
+    train = before[before < val[0] - cfg.embargo]
+    return Splits(train=train, val=val, holdout=holdout)
+
+
+class Windows:
+    """Rolling windows over a (dates x features) matrix as views.
+
+    `batch(rows)` returns x (B, L, F), missing mask (B, L, F) and y (B, T) for windows ending
+    at `rows`; only the batch is copied.
+    """
+
+    def __init__(self, features: torch.Tensor, missing: torch.Tensor, labels: torch.Tensor, history: int):
+        self.history = history
+        # unfold over dates: (dates - L + 1, F, L), a view sharing storage with `features`
+        self._x = features.unfold(0, history, 1)
+        self._m = missing.unfold(0, history, 1)
+        self.labels = labels
+
+    def batch(self, rows: np.ndarray | torch.Tensor):
+        start = torch.as_tensor(rows) - (self.history - 1)
+        x = self._x[start].transpose(1, 2)        # (B, L, F)
+        m = self._m[start].transpose(1, 2)        # (B, L, F)
+        return x, m, self.labels[torch.as_tensor(rows)]
+
+
+@dataclass
+class Tensors:
+    """The exported tensors of the `windows` stage, as loaded for training and inference."""
+
+    features: torch.Tensor      # (dates, F) float32 scaled, missing cells 0
+    missing: torch.Tensor       # (dates, F) float32, 1 where the feature is missing
+    labels: torch.Tensor        # (dates, T) float32 standardised labels, NaN = no label
+    raw_labels: np.ndarray      # (dates, T) float64 labels as published
+    date_ids: np.ndarray        # (dates,)
+    splits: Splits
+    feature_names: list[str]
+    target_names: list[str]
+    target_lags: np.ndarray     # (T,)
+    target_scale: np.ndarray    # (T,)
+    history: int
+
+    def head(self, lag: int) -> np.ndarray:
+        """Column indices of the targets of one lag."""
+        return np.flatnonzero(self.target_lags == lag)
+
+    def windows(self, columns: np.ndarray, feature_idx: np.ndarray | None = None) -> Windows:
+        x, m = self.features, self.missing
+        if feature_idx is not None:
+            x, m = x[:, feature_idx], m[:, feature_idx]
+        return Windows(x, m, self.labels[:, columns], self.history)
+
+    def rows_of(self, date_ids: np.ndarray) -> np.ndarray:
+        index = {int(d): i for i, d in enumerate(self.date_ids)}
+        return np.array([index[int(d)] for d in date_ids], dtype=np.int64)
+
+
+def export(folder, *, features: np.ndarray, labels: np.ndarray, raw_labels: np.ndarray,
+           date_ids: np.ndarray, splits: Splits) -> None:
+    """Write the tensors as .npy files (no pickle) into `folder`."""
+    save_arrays(folder,
+                features=np.nan_to_num(features, nan=0.0).astype(np.float32),
+                missing=np.isnan(features).astype(np.uint8),
+                labels=labels.astype(np.float32),
+                raw_labels=raw_labels.astype(np.float64),
+                date_ids=date_ids.astype(np.int64),
+                train_rows=splits.train, val_rows=splits.val, holdout_rows=splits.holdout)
+
+
+def load(folder) -> Tensors:
+    folder = Path(folder)
+    meta = read_json(folder / "meta.json")
+    arr = {name: load_array(folder / f"{name}.npy") for name in
+           ("features", "missing", "labels", "raw_labels", "date_ids", "train_rows", "val_rows", "holdout_rows")}
+    return Tensors(
+        features=torch.from_numpy(arr["features"]),
+        missing=torch.from_numpy(arr["missing"]).float(),
+        labels=torch.from_numpy(arr["labels"]),
+        raw_labels=arr["raw_labels"],
+        date_ids=arr["date_ids"],
+        splits=Splits(arr["train_rows"], arr["val_rows"], arr["holdout_rows"]),
+        feature_names=meta["features"],
+        target_names=[t["name"] for t in meta["targets"]],
+        target_lags=np.array([t["lag"] for t in meta["targets"]]),
+        target_scale=np.asarray(meta["target_scale"]),
+        history=int(meta["history"]),
+    )

@@ -1,0 +1,128 @@
+"""The gated transformer, one per lag head.
+
+    x (B, L, F), missing (B, L, F)
+      -> FeatureGate: x * g, g = sigmoid(logit) in [0, 1] per feature
+      -> input projection of [g * x, missing] + Time2Vec(position) (+ learned positions)
+      -> n_layers pre-norm blocks (scaled_dot_product_attention, MLP)
+      -> LayerNorm, last time step
+      -> head: a regression forecast and a ranking score per target of the lag
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+
+@dataclass
+class ModelConfig:
+    n_features: int
+    n_targets: int
+    history: int
+    d_model: int = 64
+    n_heads: int = 4
+    n_layers: int = 2
+    ff_mult: int = 2
+    dropout: float = 0.1
+    time2vec_dim: int = 8
+    positional: bool = True
+    grad_checkpoint: bool = False
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class FeatureGate(nn.Module):
+    def __init__(self, *, n_features: int, init: float = 2.0):
+        super().__init__()
+        self.logit = nn.Parameter(torch.full((n_features,), init))
+
+    def values(self) -> torch.Tensor:
+        return torch.sigmoid(self.logit)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.values()
+
+
+class Time2Vec(nn.Module):
+    """One linear and k-1 periodic components of a scalar time (Kazemi et al., 2019)."""
+
+    def __init__(self, *, dim: int):
+        super().__init__()
+        self.w = nn.Parameter(torch.randn(dim) * 0.5)
+        self.b = nn.Parameter(torch.zeros(dim))
+
+    def forward(self, t: torch.Tensor) -> torch.Tensor:
+        z = t[..., None] * self.w + self.b          # (L, k)
+        return torch.cat([z[..., :1], torch.sin(z[..., 1:])], dim=-1)
+
+
+class Attention(nn.Module):
+    def __init__(self, *, d_model: int, n_heads: int, dropout: float):
+        super().__init__()
+        self.n_heads = n_heads
+        self.qkv = nn.Linear(d_model, 3 * d_model)
+        self.out = nn.Linear(d_model, d_model)
+        self.dropout = dropout
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, L, C = x.shape
+        q, k, v = self.qkv(x).view(B, L, 3, self.n_heads, C // self.n_heads).permute(2, 0, 3, 1, 4)
+        # causal: position i sees only positions <= i, so the last step summarises the window
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=True,
+                                           dropout_p=self.dropout if self.training else 0.0)
+        return self.out(y.transpose(1, 2).reshape(B, L, C))     # (B, L, C)
+
+
+class Block(nn.Module):
+    def __init__(self, *, d_model: int, n_heads: int, ff_mult: int, dropout: float):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(d_model)
+        self.attn = Attention(d_model=d_model, n_heads=n_heads, dropout=dropout)
+        self.norm2 = nn.LayerNorm(d_model)
+        self.mlp = nn.Sequential(nn.Linear(d_model, ff_mult * d_model), nn.GELU(),
+                                 nn.Linear(ff_mult * d_model, d_model), nn.Dropout(dropout))
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.drop(self.attn(self.norm1(x))) + x
+        x = self.mlp(self.norm2(x)) + x
+        return x
+
+
+class SpreadTransformer(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.gate = FeatureGate(n_features=cfg.n_features)
+        self.input = nn.Linear(2 * cfg.n_features, cfg.d_model)
+        self.time2vec = Time2Vec(dim=cfg.time2vec_dim)
+        self.time_proj = nn.Linear(cfg.time2vec_dim, cfg.d_model)
+        self.position = nn.Parameter(torch.zeros(cfg.history, cfg.d_model)) if cfg.positional else None
+        self.blocks = nn.ModuleList(
+            Block(d_model=cfg.d_model, n_heads=cfg.n_heads, ff_mult=cfg.ff_mult, dropout=cfg.dropout)
+            for _ in range(cfg.n_layers))
+        self.norm = nn.LayerNorm(cfg.d_model)
+        self.head = nn.Linear(cfg.d_model, 2 * cfg.n_targets)
+        self.register_buffer("steps", torch.linspace(0.0, 1.0, cfg.history), persistent=False)
+
+    def encode(self, x: torch.Tensor, missing: torch.Tensor) -> torch.Tensor:
+        L = x.shape[1]
+        h = self.input(torch.cat([self.gate(x), missing], dim=-1))        # (B, L, C)
+        h = h + self.time_proj(self.time2vec(self.steps[-L:]))
+        if self.position is not None:
+            h = h + self.position[-L:]
+        for block in self.blocks:
+            if self.cfg.grad_checkpoint and self.training:
+                h = checkpoint(block, h, use_reentrant=False)
+            else:
+                h = block(h)
+        return self.norm(h[:, -1])                                         # (B, C)
+
+    def forward(self, x: torch.Tensor, missing: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        out = self.head(self.encode(x, missing))                           # (B, 2T)
+        forecast, score = out.chunk(2, dim=-1)
+        return forecast, score

@@ -1,0 +1,226 @@
+"""The training loop of one lag head.
+
+AdamW with gradient clipping and a learning-rate schedule that is a pure function of the step;
+mixed precision through one `torch.autocast` context built once (bf16, or fp16 with a grad
+scaler on CUDA); validation with the competition metric every epoch, early stopping and best
+checkpoint selection on it; `best` and `last` checkpoints; dvclive logging per epoch.
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+import sys
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from spreadcast.config import TrainConfig
+from spreadcast.evaluation import metric
+from spreadcast.features.windows import Windows
+from spreadcast.io import sha256_bytes, sha256_file
+from spreadcast.model import checkpoint, losses
+from spreadcast.model.net import SpreadTransformer
+
+COLLAPSE_STD = 1e-6   # cross-target spread of standardised forecasts below this: collapsed
+
+
+class CollapseError(RuntimeError):
+    pass
+
+
+@dataclass
+class HeadData:
+    windows: Windows
+    train_rows: np.ndarray
+    val_rows: np.ndarray
+    target_scale: torch.Tensor      # (T,) raw label = standardised label * scale
+    raw_labels: np.ndarray          # (dates x T) raw labels, NaN = missing
+
+
+def lr_at(step: int, total: int, warmup: int, base: float, schedule: str) -> float:
+    """Learning rate at `step`: linear warm-up, then cosine decay (or a one-cycle shape)."""
+    if schedule == "onecycle":
+        peak = max(1, int(0.3 * total))
+        if step < peak:
+            return base * (0.04 + 0.96 * step / peak)
+        progress = (step - peak) / max(1, total - peak)
+        return base * (1e-3 + (1 - 1e-3) * 0.5 * (1 + math.cos(math.pi * progress)))
+    if step < warmup:
+        return base * (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return base * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
+
+
+def autocast_context(device: torch.device, enabled: bool):
+    """One autocast context for every pass: bf16 where supported, fp16 only on CUDA without bf16."""
+    if not enabled:
+        return contextlib.nullcontext, torch.amp.GradScaler("cuda", enabled=False)
+    if device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        return (lambda: torch.autocast("cuda", dtype=torch.float16)), torch.amp.GradScaler("cuda")
+    return (lambda: torch.autocast(device.type, dtype=torch.bfloat16)), torch.amp.GradScaler("cuda", enabled=False)
+
+
+@torch.no_grad()
+def predict(model: SpreadTransformer, windows: Windows, rows: np.ndarray, batch_size: int,
+            autocast=contextlib.nullcontext) -> np.ndarray:
+    """Standardised forecasts (rows x T)."""
+    model.eval()
+    device = next(model.parameters()).device
+    out = []
+    for start in range(0, len(rows), batch_size):
+        x, m, _ = windows.batch(rows[start:start + batch_size])
+        with autocast():
+            forecast, _ = model(x.to(device), m.to(device))
+        out.append(forecast.float().cpu())
+    return torch.cat(out).numpy() if out else np.empty((0, model.cfg.n_targets))
+
+
+def evaluate_head(model, data: HeadData, rows: np.ndarray, batch_size: int, autocast=contextlib.nullcontext) -> dict:
+    forecast = predict(model, data.windows, rows, batch_size, autocast)
+    spread = forecast.std(axis=1)
+    preds = forecast * data.target_scale.numpy()
+    result = metric.summary(data.raw_labels[rows], preds)
+    result["pred_spread"] = float(np.median(spread)) if spread.size else 0.0
+    result["collapsed_days"] = int((spread < COLLAPSE_STD).sum())
+    return result
+
+
+def _param_groups(model: torch.nn.Module, weight_decay: float):
+    decay, plain = [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        (decay if p.ndim >= 2 and not name.startswith("gate.") else plain).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": plain, "weight_decay": 0.0}]
+
+
+def fit(model: SpreadTransformer, data: HeadData, cfg: TrainConfig, out: Path, meta: dict,
+        live=None, epochs: int | None = None, lr: float | None = None) -> dict:
+    """Train `model`, writing `best`/`last` checkpoints into `out`; returns the summary."""
+    epochs = cfg.epochs if epochs is None else epochs
+    base_lr = cfg.lr if lr is None else lr
+    device = next(model.parameters()).device
+    autocast, scaler = autocast_context(device, cfg.amp)
+    optimizer = torch.optim.AdamW(_param_groups(model, cfg.weight_decay), lr=base_lr)
+    generator = torch.Generator().manual_seed(cfg.seed)
+    n = len(data.train_rows)
+    steps_per_epoch = math.ceil(n / cfg.batch_size)
+    total = epochs * steps_per_epoch
+    warmup = cfg.warmup_epochs * steps_per_epoch
+    rank_scale = data.target_scale / data.target_scale.mean()
+
+    def terms(rows: np.ndarray, epoch: int):
+        x, m, y = data.windows.batch(rows)
+        x, m, y = x.to(device), m.to(device), y.to(device)
+        have = ~torch.isnan(y)
+        with autocast():
+            forecast, score = model(x, m)
+        forecast, score = forecast.float(), score.float()
+        return (losses.huber(forecast, y, have, cfg.huber_delta),
+                losses.pairwise_rank(score, y * rank_scale.to(device), have),
+                losses.gate_l1(model.gate.values()))
+
+    # Normalise each task by its magnitude at the start, so neither silences the other.
+    with torch.no_grad():
+        model.train()
+        probe = data.train_rows[:min(n, 4 * cfg.batch_size)]
+        h0, r0, _ = terms(probe, 0)
+        norm = (max(h0.item(), 1e-8), max(r0.item(), 1e-8))
+
+    best, best_epoch, history, stale = -math.inf, -1, [], 0
+    step = 0
+    for epoch in range(epochs):
+        model.train()
+        gw = losses.gate_weight(cfg.gate_l1, epoch, cfg.gate_warmup_epochs)
+        order = data.train_rows[torch.randperm(n, generator=generator).numpy()]
+        sums = np.zeros(3)
+        bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{epochs}", leave=False,
+                   disable=not sys.stderr.isatty())
+        for b in bar:
+            rows = order[b * cfg.batch_size:(b + 1) * cfg.batch_size]
+            for group in optimizer.param_groups:
+                group["lr"] = lr_at(step, total, warmup, base_lr, cfg.schedule)
+            h, r, g = terms(rows, epoch)
+            weighted = torch.stack([h / norm[0], cfg.rank_weight * r / norm[1], gw * g])
+            loss = weighted.sum()
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.unscale_(optimizer)
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            scaler.step(optimizer)
+            scaler.update()
+            sums += weighted.detach().cpu().numpy()
+            step += 1
+            bar.set_postfix(loss=f"{loss.item():.4f}")
+        parts = sums / steps_per_epoch
+        val = evaluate_head(model, data, data.val_rows, cfg.batch_size, autocast)
+        gates = model.gate.values().detach().cpu()
+        record = {
+            "epoch": epoch + 1, "loss": float(parts.sum()),
+            "loss_huber": float(parts[0]), "loss_rank": float(parts[1]), "loss_gate": float(parts[2]),
+            **{f"share_{k}": float(v / max(parts.sum(), 1e-12))
+               for k, v in zip(("huber", "rank", "gate"), parts)},
+            "val_sharpe": val["sharpe"], "val_ic": val["ic_mean"],
+            "val_pred_spread": val["pred_spread"], "val_collapsed_days": val["collapsed_days"],
+            "gate_mean": float(gates.mean()), "gate_sparsity": float((gates < 0.1).float().mean()),
+            "lr": lr_at(max(step - 1, 0), total, warmup, base_lr, cfg.schedule),
+        }
+        history.append(record)
+        if val["collapsed_days"]:
+            warnings.warn(f"epoch {epoch + 1}: forecasts collapsed on {val['collapsed_days']} validation days")
+        print(f"  epoch {epoch + 1:>3}/{epochs}  loss {record['loss']:.4f} "
+              f"(huber {record['share_huber']:.0%}, rank {record['share_rank']:.0%}, gate {record['share_gate']:.0%})"
+              f"  val sharpe {val['sharpe']:+.3f}  ic {val['ic_mean']:+.4f}", flush=True)
+        if live is not None:
+            for key, value in record.items():
+                if key != "epoch" and value is not None and np.isfinite(value):
+                    live.log_metric(key, value)
+            live.next_step()
+        state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch + 1}
+        score = val["sharpe"] if np.isfinite(val["sharpe"]) else -math.inf
+        if score > best:
+            best, best_epoch, stale = score, epoch + 1, 0
+            checkpoint.save(out / "best", {"model": model.state_dict(), "epoch": epoch + 1},
+                            {**meta, "epoch": epoch + 1, "val_sharpe": score})
+        else:
+            stale += 1
+        checkpoint.save(out / "last", state, {**meta, "epoch": epoch + 1, "val_sharpe": score})
+        if stale >= cfg.patience:
+            print(f"  early stop: no validation gain for {cfg.patience} epochs", flush=True)
+            break
+    if best_epoch < 0:
+        checkpoint.save(out / "best", {"model": model.state_dict(), "epoch": len(history)},
+                        {**meta, "epoch": len(history), "val_sharpe": None})
+    best_state, _ = checkpoint.load(out / "best")
+    model.load_state_dict(best_state["model"])
+    final = evaluate_head(model, data, data.val_rows, cfg.batch_size, autocast)
+    if final["pred_spread"] < COLLAPSE_STD:
+        raise CollapseError(f"final model collapsed: median cross-target spread of forecasts "
+                            f"{final['pred_spread']:.2e} < {COLLAPSE_STD:.0e} on validation")
+    return {"best_epoch": best_epoch, "epochs_run": len(history), "val": final, "history": history}
+
+
+def head_data(tensors, lag: int, feature_names: list[str] | None = None) -> HeadData:
+    """The training data of one lag head, optionally restricted to some features (by name)."""
+    cols = tensors.head(lag)
+    feature_idx = None
+    if feature_names is not None:
+        index = {f: i for i, f in enumerate(tensors.feature_names)}
+        missing = [f for f in feature_names if f not in index]
+        if missing:
+            raise KeyError(f"feature {missing[0]!r} is not in the exported tensors")
+        feature_idx = torch.tensor([index[f] for f in feature_names])
+    return HeadData(windows=tensors.windows(cols, feature_idx),
+                    train_rows=tensors.splits.train, val_rows=tensors.splits.val,
+                    target_scale=torch.as_tensor(tensors.target_scale[cols], dtype=torch.float32),
+                    raw_labels=tensors.raw_labels[:, cols])
+
+
+def data_fingerprint(folder: Path) -> str:
+    """Hash of the exported tensors a model was trained on."""
+    parts = [sha256_file(folder / name) for name in ("meta.json", "features.npy", "labels.npy")]
+    return sha256_bytes("".join(parts).encode())[:16]

@@ -1,0 +1,49 @@
+"""Engineer features from published prices and screen them on the training fold.
+
+usage: python stages/prescreen.py --data artifacts/data --out artifacts/features
+"""
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from spreadcast import cli, config
+from spreadcast.data.ingest import load_ingested
+from spreadcast.data.layout import DATE
+from spreadcast.features.engineer import engineer
+from spreadcast.features.prescreen import prescreen
+from spreadcast.features.windows import make_splits
+from spreadcast.io import atomic_dir, write_json
+
+
+def main() -> None:
+    p = cli.parser(__doc__)
+    p.add_argument("--data", required=True)
+    p.add_argument("--out", required=True)
+    args = p.parse_args()
+    feat_cfg = config.load("features", args.params)
+    cfg = config.load("prescreen", args.params)
+    win_cfg = config.load("windows", args.params)
+
+    data = load_ingested(args.data)
+    names, matrix = engineer(data.prices, feat_cfg.return_horizons)
+    splits = make_splits(np.isfinite(data.labels).any(axis=1), win_cfg, data.max_lag)
+    kept, report = prescreen(matrix[splits.train], names, data.labels[splits.train], cfg)
+    print(f"prescreen: {len(names)} engineered features, {len(kept)} kept "
+          f"(training fold: {splits.train.size} days)")
+
+    index = {n: j for j, n in enumerate(names)}
+    with atomic_dir(args.out) as tmp:
+        pl.DataFrame({DATE: data.date_ids, **{n: matrix[:, index[n]] for n in kept}}).write_parquet(
+            tmp / "features.parquet")
+        write_json(tmp / "registry.json", {"features": kept, "splits": splits.to_dict(data.date_ids)})
+        write_json(tmp / "report.json", report)
+        ranked = sorted(report, key=lambda r: -r["score"])
+        pl.DataFrame({"rank": list(range(1, len(ranked) + 1)),
+                      "feature": [r["feature"] for r in ranked],
+                      "score": [r["score"] for r in ranked],
+                      "kept": [int(r["kept"]) for r in ranked]}).write_csv(tmp / "scores.csv")
+
+
+if __name__ == "__main__":
+    cli.run("prescreen", main)

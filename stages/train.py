@@ -1,0 +1,61 @@
+"""Train the gated transformer of one lag head.
+
+usage: python stages/train.py --lag K --tensors artifacts/tensors --out artifacts/train/lagK \
+           --metrics artifacts/metrics/train_lagK.json
+"""
+from pathlib import Path
+
+import torch
+from dvclive import Live
+
+from spreadcast import cli, config
+from spreadcast.features import windows
+from spreadcast.io import atomic_dir, write_json
+from spreadcast.model.net import ModelConfig, SpreadTransformer
+from spreadcast.training.loop import data_fingerprint, fit, head_data
+
+
+def model_config(cfg: config.TrainConfig, n_features: int, n_targets: int, history: int) -> ModelConfig:
+    return ModelConfig(n_features=n_features, n_targets=n_targets, history=history,
+                       d_model=cfg.d_model, n_heads=cfg.n_heads, n_layers=cfg.n_layers,
+                       ff_mult=cfg.ff_mult, dropout=cfg.dropout, time2vec_dim=cfg.time2vec_dim,
+                       positional=cfg.positional)
+
+
+def main() -> None:
+    p = cli.parser(__doc__)
+    p.add_argument("--lag", type=int, required=True)
+    p.add_argument("--tensors", required=True)
+    p.add_argument("--out", required=True)
+    p.add_argument("--metrics", required=True)
+    args = p.parse_args()
+    cfg = config.load("train", args.params)
+
+    tensors = windows.load(args.tensors)
+    cols = tensors.head(args.lag)
+    if cols.size == 0:
+        raise config.ConfigError(f"--lag {args.lag}: no targets of this lag in {args.tensors}")
+    data = head_data(tensors, args.lag)
+    torch.manual_seed(cfg.seed)
+    mcfg = model_config(cfg, len(tensors.feature_names), int(cols.size), tensors.history)
+    model = SpreadTransformer(mcfg)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    model.to(device)
+    n_params = sum(p.numel() for p in model.parameters())
+    print(f"train lag {args.lag}: {data.train_rows.size} train / {data.val_rows.size} val days, "
+          f"window {tensors.history} x {mcfg.n_features} features -> {mcfg.n_targets} targets; "
+          f"{n_params:,} parameters on {device}", flush=True)
+    meta = {"model": mcfg.to_dict(), "lag": args.lag, "features": tensors.feature_names,
+            "targets": [tensors.target_names[j] for j in cols],
+            "params_hash": config.params_hash(cfg), "data_fingerprint": data_fingerprint(Path(args.tensors))}
+    with atomic_dir(args.out) as tmp:
+        live = Live(dir=str(tmp / "live"), dvcyaml=False, save_dvc_exp=False)
+        summary = fit(model, data, cfg, tmp, meta, live=live)
+        live.end()
+    write_json(args.metrics, {"lag": args.lag, "best_epoch": summary["best_epoch"],
+                              "epochs_run": summary["epochs_run"], "parameters": n_params,
+                              **{f"val_{k}": v for k, v in summary["val"].items()}})
+
+
+if __name__ == "__main__":
+    cli.run("train", main)
