@@ -1,0 +1,60 @@
+"""Holdout report: the competition metric overall, per lag and over rolling windows,
+for the model, the ridge baseline and (on the synthetic market) the oracle's ceiling.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from spreadcast.data.layout import DATE
+from spreadcast.evaluation import metric
+from spreadcast.io import read_json
+
+
+def oracle_for(oracle: Path, registry: dict) -> Path | None:
+    """The oracle folder if it describes the dataset that was ingested, else None."""
+    meta_path = oracle / "meta.json"
+    if not meta_path.is_file():
+        return None
+    theirs = read_json(meta_path).get("dataset_fingerprint", {})
+    ours = registry.get("fingerprint", {})
+    same = all(ours.get(name) == digest for name, digest in theirs.items()) and bool(theirs)
+    return oracle if same else None
+
+
+def oracle_table(path: Path, date_ids: np.ndarray, targets: list[str]) -> np.ndarray:
+    """An oracle parquet (date_id + targets) aligned to `date_ids`; NaN where absent."""
+    table = pl.DataFrame({DATE: date_ids.astype(np.int64)}).join(pl.read_parquet(path), on=DATE, how="left")
+    return table.select(targets).to_numpy().astype(np.float64)
+
+
+def rolling(values: np.ndarray, window: int) -> np.ndarray:
+    out = np.full(values.shape, np.nan)
+    for i in range(window - 1, len(values)):
+        chunk = values[i - window + 1:i + 1]
+        chunk = chunk[np.isfinite(chunk)]
+        if chunk.size:
+            out[i] = chunk.mean()
+    return out
+
+
+def compare(labels: np.ndarray, predictions: dict[str, np.ndarray], lags: np.ndarray,
+            date_ids: np.ndarray, window: int) -> tuple[dict, pl.DataFrame, pl.DataFrame]:
+    """Metrics per predictor, a daily IC table (with rolling means) and a per-lag table."""
+    metrics: dict = {}
+    daily = {DATE: date_ids}
+    per_lag = {"lag": [int(k) for k in np.unique(lags)]}
+    for name, preds in predictions.items():
+        metrics[name] = metric.summary(labels, preds)
+        ic = metric.daily_rank_corr(labels, preds, strict=False)
+        daily[f"{name}_ic"] = ic
+        daily[f"{name}_ic_rolling"] = rolling(ic, window)
+        roll = rolling(ic, window)
+        metrics[name]["rolling_ic_min"] = float(np.nanmin(roll)) if np.isfinite(roll).any() else None
+        for k in np.unique(lags):
+            cols = lags == k
+            metrics[name][f"lag{k}"] = metric.summary(labels[:, cols], preds[:, cols])
+        per_lag[f"{name}_sharpe"] = [metrics[name][f"lag{k}"]["sharpe"] for k in np.unique(lags)]
+    return metrics, pl.DataFrame(daily), pl.DataFrame(per_lag)

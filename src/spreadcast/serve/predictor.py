@@ -1,0 +1,54 @@
+"""Inference with the trained lag heads: the path shared by evaluation and submission.
+
+Each head predicts its lag's targets on the standardised scale; multiplying by the
+training-fold target scale puts every lag back on the scale of its labels, so the targets of
+all lags can be ranked together each day as the metric does.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from spreadcast.features.windows import Tensors
+from spreadcast.model import checkpoint
+from spreadcast.model.net import SpreadTransformer
+from spreadcast.training.loop import head_data, predict
+
+
+@dataclass
+class Head:
+    lag: int
+    model: SpreadTransformer
+    features: list[str]
+    targets: list[str]
+
+
+def load_heads(folder: str | Path, lags: list[int]) -> list[Head]:
+    """Load the final model of every lag from `folder/lag{k}/model`."""
+    heads = []
+    for lag in lags:
+        state, meta = checkpoint.load(Path(folder) / f"lag{lag}" / "model")
+        model = checkpoint.build_model(meta)
+        model.load_state_dict(state["model"])
+        model.eval()
+        heads.append(Head(lag=lag, model=model, features=meta["features"], targets=meta["targets"]))
+    return heads
+
+
+@torch.no_grad()
+def predict_rows(heads: list[Head], tensors: Tensors, rows: np.ndarray, batch_size: int = 256) -> np.ndarray:
+    """Predictions (rows x all targets, registry order) on the labels' scale."""
+    out = np.full((len(rows), len(tensors.target_names)), np.nan)
+    for head in heads:
+        cols = tensors.head(head.lag)
+        expected = [tensors.target_names[j] for j in cols]
+        if head.targets != expected:
+            raise checkpoint.CheckpointError(
+                f"lag {head.lag} model targets differ from the exported tensors' lag-{head.lag} targets")
+        data = head_data(tensors, head.lag, head.features)
+        forecast = predict(head.model, data.windows, rows, batch_size)
+        out[:, cols] = forecast * tensors.target_scale[cols]
+    return out

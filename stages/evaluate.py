@@ -1,0 +1,63 @@
+"""Score the final lag heads on the holdout against the ridge baseline (and the oracle's ceiling).
+
+usage: python stages/evaluate.py --data artifacts/data --tensors artifacts/tensors \
+           --models artifacts/finetune --oracle artifacts/synthetic/oracle \
+           --out artifacts/evaluate --metrics artifacts/metrics/evaluate.json
+"""
+from pathlib import Path
+
+import numpy as np
+
+from spreadcast import cli, config
+from spreadcast.evaluation.baseline import fit_ridge, predict_ridge
+from spreadcast.evaluation.report import compare, oracle_for, oracle_table
+from spreadcast.features import windows
+from spreadcast.io import atomic_dir, read_json, write_json
+from spreadcast.serve.predictor import load_heads, predict_rows
+
+
+def main() -> None:
+    p = cli.parser(__doc__)
+    for name in ("--data", "--tensors", "--models", "--oracle", "--out", "--metrics"):
+        p.add_argument(name, required=True)
+    args = p.parse_args()
+    cfg = config.load("evaluate", args.params)
+    data_cfg = config.load("data", args.params)
+    registry = read_json(Path(args.data) / "registry.json")
+
+    tensors = windows.load(args.tensors)
+    rows = tensors.splits.holdout
+    labels = tensors.raw_labels[rows]
+    dates = tensors.date_ids[rows]
+    heads = load_heads(args.models, data_cfg.lags)
+    predictions = {"model": predict_rows(heads, tensors, rows)}
+
+    x = tensors.features.numpy()
+    weights, intercept = fit_ridge(x[tensors.splits.train], tensors.labels.numpy()[tensors.splits.train],
+                                   cfg.ridge_alpha)
+    predictions["ridge"] = predict_ridge(weights, intercept, x[rows]) * tensors.target_scale
+
+    oracle = oracle_for(Path(args.oracle), registry)
+    if oracle is not None:
+        predictions["ceiling"] = oracle_table(oracle / "ceiling.parquet", dates, tensors.target_names)
+
+    metrics, daily, per_lag = compare(labels, predictions, tensors.target_lags, dates, cfg.rolling_window)
+    summary = {"holdout_days": int(rows.size), "holdout_date_ids": [int(dates[0]), int(dates[-1])],
+               **{f"{name}_sharpe": m["sharpe"] for name, m in metrics.items()},
+               **{f"{name}_ic": m["ic_mean"] for name, m in metrics.items()},
+               "model_vs_ridge": metrics["model"]["sharpe"] - metrics["ridge"]["sharpe"]}
+    if "ceiling" in metrics:
+        summary["fraction_of_ceiling"] = metrics["model"]["sharpe"] / metrics["ceiling"]["sharpe"]
+    with atomic_dir(args.out) as tmp:
+        write_json(tmp / "report.json", metrics)
+        daily.write_csv(tmp / "daily_ic.csv")
+        per_lag.write_csv(tmp / "per_lag.csv")
+    write_json(args.metrics, {**summary, "per_lag": {name: {k: v["sharpe"] for k, v in m.items()
+                                                            if k.startswith("lag")}
+                                                     for name, m in metrics.items()}})
+    line = "  ".join(f"{name} {m['sharpe']:+.3f}" for name, m in metrics.items())
+    print(f"evaluate: holdout {rows.size} days, Sharpe  {line}")
+
+
+if __name__ == "__main__":
+    cli.run("evaluate", main)

@@ -1,0 +1,39 @@
+"""Fine-tune one lag head on its pruned features.
+
+usage: python stages/finetune.py --lag K --tensors artifacts/tensors --train artifacts/train/lagK \
+           --prune artifacts/prune/lagK --out artifacts/finetune/lagK --metrics artifacts/metrics/finetune_lagK.json
+"""
+from pathlib import Path
+
+from dvclive import Live
+
+from spreadcast import cli, config
+from spreadcast.features import windows
+from spreadcast.io import atomic_dir, read_json, write_json
+from spreadcast.training.finetune import finetune
+
+
+def main() -> None:
+    p = cli.parser(__doc__)
+    p.add_argument("--lag", type=int, required=True)
+    for name in ("--tensors", "--train", "--prune", "--out", "--metrics"):
+        p.add_argument(name, required=True)
+    args = p.parse_args()
+    train_cfg = config.load("train", args.params)
+    cfg = config.load("finetune", args.params)
+    tensors = windows.load(args.tensors)
+    kept = read_json(Path(args.prune) / "registry.json")["features"]
+    print(f"finetune lag {args.lag}: {len(kept)} of {len(tensors.feature_names)} features, "
+          f"{cfg.epochs} epochs at lr {cfg.lr}", flush=True)
+    with atomic_dir(args.out) as tmp:
+        live = Live(dir=str(tmp / "live"), dvcyaml=False, save_dvc_exp=False)
+        summary = finetune(Path(args.train), kept, tensors, args.lag, train_cfg, cfg, tmp, live)
+        live.end()
+    write_json(args.metrics, {
+        "lag": args.lag, "features": summary["features"], "kept_unpruned": summary["kept_unpruned"],
+        "unpruned_val_sharpe": summary["unpruned_val"]["sharpe"],
+        "finetuned_val_sharpe": summary["finetuned_val"]["sharpe"], "epochs_run": summary["epochs_run"]})
+
+
+if __name__ == "__main__":
+    cli.run("finetune", main)

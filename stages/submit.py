@@ -1,0 +1,67 @@
+"""Predict every test day and write the submission (and score it where the answers are known).
+
+usage: python stages/submit.py --data artifacts/data --tensors artifacts/tensors \
+           --models artifacts/finetune --oracle artifacts/synthetic/oracle \
+           --out artifacts/submission --metrics artifacts/metrics/submit.json
+"""
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from spreadcast import cli, config
+from spreadcast.data.layout import DATE, SCORED
+from spreadcast.data.targets import DataError
+from spreadcast.evaluation import metric
+from spreadcast.evaluation.report import oracle_for, oracle_table
+from spreadcast.features import windows
+from spreadcast.io import atomic_dir, read_json, write_json
+from spreadcast.serve.predictor import load_heads, predict_rows
+
+
+def main() -> None:
+    p = cli.parser(__doc__)
+    for name in ("--data", "--tensors", "--models", "--oracle", "--out", "--metrics"):
+        p.add_argument(name, required=True)
+    args = p.parse_args()
+    data_cfg = config.load("data", args.params)
+    registry = read_json(Path(args.data) / "registry.json")
+    test_days = pl.read_parquet(Path(args.data) / "test_days.parquet")
+    if test_days.height == 0:
+        raise DataError(f"{registry['source']}: no test.csv rows to predict")
+
+    tensors = windows.load(args.tensors)
+    dates = test_days[DATE].to_numpy()
+    rows = tensors.rows_of(dates)
+    if (rows < tensors.history - 1).any():
+        raise DataError(f"test date_id {int(dates[0])}: fewer than windows.history days of history before it")
+    preds = predict_rows(load_heads(args.models, data_cfg.lags), tensors, rows)
+    if not np.isfinite(preds).all():
+        raise DataError("non-finite prediction in the submission")
+    constant = np.flatnonzero(preds.std(axis=1) == 0)
+    if constant.size:
+        raise DataError(f"constant prediction row for date_id {int(dates[constant[0]])}")
+    submission = pl.DataFrame({DATE: dates, **{n: preds[:, j] for j, n in enumerate(tensors.target_names)}})
+
+    summary = {"rows": submission.height, "targets": len(tensors.target_names),
+               "overlap_days_in_sample": registry.get("test_overlap_days", 0)}
+    oracle = oracle_for(Path(args.oracle), registry)
+    if oracle is not None:
+        scored = test_days[SCORED].to_numpy()
+        answers = oracle_table(oracle / "answers.parquet", dates, tensors.target_names)[scored]
+        ceiling = oracle_table(oracle / "ceiling.parquet", dates, tensors.target_names)[scored]
+        summary["scored_days"] = int(scored.sum())
+        summary["test_sharpe"] = metric.score(answers, preds[scored])
+        summary["ceiling_sharpe"] = metric.score(answers, ceiling)
+        summary["fraction_of_ceiling"] = summary["test_sharpe"] / summary["ceiling_sharpe"]
+    with atomic_dir(args.out) as tmp:
+        submission.write_csv(tmp / "submission.csv")
+        submission.write_parquet(tmp / "submission.parquet")
+    write_json(args.metrics, summary)
+    extra = (f"; scored on {summary['scored_days']} days: Sharpe {summary['test_sharpe']:+.3f} "
+             f"(ceiling {summary['ceiling_sharpe']:+.3f})") if oracle is not None else ""
+    print(f"submit: {submission.height} rows x {len(tensors.target_names)} targets{extra}")
+
+
+if __name__ == "__main__":
+    cli.run("submit", main)
