@@ -5,12 +5,11 @@ usage: python stages/finetune.py --lag K --tensors artifacts/tensors --train art
 """
 from pathlib import Path
 
-from dvclive import Live
-
 from spreadcast import cli, config
 from spreadcast.features import windows
 from spreadcast.io import atomic_dir, read_json, write_json
 from spreadcast.training.finetune import finetune
+from spreadcast.training.loop import open_live
 
 
 def main() -> None:
@@ -26,9 +25,10 @@ def main() -> None:
     print(f"finetune lag {args.lag}: {len(kept)} of {len(tensors.feature_names)} features, "
           f"{cfg.epochs} epochs at lr {cfg.lr}", flush=True)
     with atomic_dir(args.out) as tmp:
-        live = Live(dir=str(tmp / "live"), dvcyaml=False, save_dvc_exp=False)
+        live = open_live(tmp / "live")
         summary = finetune(Path(args.train), kept, tensors, args.lag, train_cfg, cfg, tmp, live)
-        live.end()
+        if live is not None:
+            live.end()
     write_json(args.metrics, {
         "lag": args.lag, "features": summary["features"], "kept_unpruned": summary["kept_unpruned"],
         "unpruned_val_sharpe": summary["unpruned_val"]["sharpe"],

@@ -6,13 +6,11 @@ usage: python stages/train.py --lag K --tensors artifacts/tensors --out artifact
 from pathlib import Path
 
 import torch
-from dvclive import Live
-
 from spreadcast import cli, config
 from spreadcast.features import windows
 from spreadcast.io import atomic_dir, write_json
 from spreadcast.model.net import ModelConfig, SpreadTransformer
-from spreadcast.training.loop import data_fingerprint, fit, head_data
+from spreadcast.training.loop import data_fingerprint, fit, head_data, open_live
 
 
 def model_config(cfg: config.TrainConfig, n_features: int, n_targets: int, history: int) -> ModelConfig:
@@ -49,9 +47,10 @@ def main() -> None:
             "targets": [tensors.target_names[j] for j in cols],
             "params_hash": config.params_hash(cfg), "data_fingerprint": data_fingerprint(Path(args.tensors))}
     with atomic_dir(args.out) as tmp:
-        live = Live(dir=str(tmp / "live"), dvcyaml=False, save_dvc_exp=False)
+        live = open_live(tmp / "live")
         summary = fit(model, data, cfg, tmp, meta, live=live)
-        live.end()
+        if live is not None:
+            live.end()
     write_json(args.metrics, {"lag": args.lag, "best_epoch": summary["best_epoch"],
                               "epochs_run": summary["epochs_run"], "parameters": n_params,
                               **{f"val_{k}": v for k, v in summary["val"].items()}})

@@ -10,6 +10,8 @@ vectorised versions used during training and evaluation, and agree with it to 1e
 """
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 from scipy.stats import rankdata
 
@@ -63,7 +65,8 @@ def daily_rank_corr(labels: np.ndarray, preds: np.ndarray, strict: bool = True) 
     ry = rankdata(labels, method="average", axis=1, nan_policy="omit")
     rp = rankdata(p, method="average", axis=1, nan_policy="omit")
     n = have.sum(axis=1)
-    with np.errstate(invalid="ignore", divide="ignore"):
+    with np.errstate(invalid="ignore", divide="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)   # dates without labels: NaN, handled below
         ry = ry - np.nanmean(ry, axis=1, keepdims=True)
         rp = rp - np.nanmean(rp, axis=1, keepdims=True)
         cov = np.nansum(ry * rp, axis=1)

@@ -6,6 +6,7 @@ to +-clip. Targets get a scale only (their centre stays at zero, as returns do).
 """
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -46,8 +47,8 @@ def _safe(scale: np.ndarray) -> np.ndarray:
 
 def fit(features: np.ndarray, names: list[str], labels: np.ndarray, targets: list[str], cfg: ScaleConfig) -> Scaler:
     """Fit on training rows (rows x features, rows x targets)."""
-    with np.errstate(invalid="ignore"), np.testing.suppress_warnings() as sup:
-        sup.filter(RuntimeWarning)
+    with np.errstate(invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)   # all-missing columns: handled by _safe
         if cfg.method == "robust":
             center = np.nanmedian(features, axis=0)
             q75, q25 = np.nanpercentile(features, [75, 25], axis=0)

@@ -224,3 +224,15 @@ def data_fingerprint(folder: Path) -> str:
     """Hash of the exported tensors a model was trained on."""
     parts = [sha256_file(folder / name) for name in ("meta.json", "features.npy", "labels.npy")]
     return sha256_bytes("".join(parts).encode())[:16]
+
+
+def open_live(folder: Path):
+    """A dvclive logger writing into `folder`, or None (with a warning) where it cannot start,
+    for example in a git repository without commits."""
+    from dvclive import Live
+
+    try:
+        return Live(dir=str(folder), dvcyaml=False, save_dvc_exp=False)
+    except Exception as exc:  # dvclive surfaces git/DVC problems as several types
+        warnings.warn(f"dvclive disabled: {str(exc).splitlines()[0]}")
+        return None

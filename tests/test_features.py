@@ -1,0 +1,103 @@
+import numpy as np
+import polars as pl
+import pytest
+
+from spreadcast.config import PrescreenConfig, ScaleConfig, WindowsConfig
+from spreadcast.features import scaling
+from spreadcast.features.engineer import column_kind, engineer
+from spreadcast.features.prescreen import prescreen
+from spreadcast.features.windows import SplitError, Windows, make_splits
+
+
+def test_returns_span_holidays_on_own_calendar():
+    prices = pl.DataFrame({"date_id": [0, 1, 2, 3, 4], "A_Close": [1.0, 2.0, None, 8.0, 16.0]})
+    names, x = engineer(prices, [1, 2])
+    assert names == ["A_Close__ret1", "A_Close__ret2"]
+    assert np.isnan(x[0, 0]) and x[1, 0] == pytest.approx(np.log(2))
+    assert np.isnan(x[2, 0])                                  # holiday: missing, not a zero return
+    assert x[3, 0] == pytest.approx(np.log(4))                # spans the holiday
+    assert x[3, 1] == pytest.approx(np.log(8)) and x[4, 1] == pytest.approx(np.log(8))
+
+
+def test_column_kinds():
+    assert column_kind("X_Volume", np.array([0.0, 5.0])) == "volume"
+    assert column_kind("X_Close", np.array([1.0, 2.0])) == "price"
+    assert column_kind("spread", np.array([-1.0, 2.0])) == "level"
+
+
+def test_features_have_no_look_ahead(tiny_dataset):
+    """Perturbing every price after date t leaves every feature at or before t bitwise unchanged."""
+    prices = pl.read_csv(tiny_dataset / "train.csv", infer_schema_length=0).with_columns(
+        pl.col("date_id").cast(pl.Int64), pl.exclude("date_id").cast(pl.Float64))
+    names, base = engineer(prices, [1, 5, 20])
+    t = 150
+    rng = np.random.default_rng(0)
+    columns = [c for c in prices.columns if c != "date_id"]
+    perturbed = prices.with_columns([
+        pl.when(pl.col("date_id") > t).then(pl.col(c) * float(rng.uniform(0.5, 2.0))).otherwise(pl.col(c)).alias(c)
+        for c in columns])
+    _, after = engineer(perturbed, [1, 5, 20])
+    np.testing.assert_array_equal(base[: t + 1], after[: t + 1])
+    assert not np.array_equal(base[t + 1:], after[t + 1:], equal_nan=True)
+
+
+def test_prescreen_reasons_and_ranking():
+    rng = np.random.default_rng(0)
+    n = 400
+    y = rng.standard_normal((n, 3))
+    good = y[:, 0] + 0.5 * rng.standard_normal(n)
+    feats = np.column_stack([good, good * 2.0 + 1e-12, np.ones(n), np.where(rng.random(n) < 0.8, np.nan, 1.0),
+                             rng.standard_normal(n)])
+    names = ["good", "zdup", "const", "holey", "noise"]
+    kept, report = prescreen(feats, names, y, PrescreenConfig(max_missing=0.5, top_k=10))
+    reasons = {r["feature"]: r["reason"] for r in report}
+    assert kept == ["good", "noise"]
+    assert reasons["zdup"].startswith("near-duplicate of good")
+    assert reasons["const"].startswith("constant")
+    assert reasons["holey"].startswith("missing")
+    kept, report = prescreen(feats, names, y, PrescreenConfig(top_k=1))
+    assert kept == ["good"] and {r["feature"]: r["reason"] for r in report}["noise"] == "beyond top_k 1"
+
+
+@pytest.mark.parametrize("method", ["standard", "robust"])
+def test_scaling_fit_on_given_rows(method):
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((500, 2)) * [2.0, 5.0] + [1.0, -3.0]
+    s = scaling.fit(x, ["a", "b"], rng.standard_normal((500, 1)), ["t"], ScaleConfig(method=method, clip=3.0))
+    z = s.transform(x)
+    assert np.abs(np.median(z, axis=0)).max() < 0.15 and np.abs(z).max() <= 3.0
+    assert scaling.Scaler.from_dict(s.to_dict()).transform(x) == pytest.approx(z)
+
+
+def test_splits_are_ordered_with_embargo():
+    labelled = np.ones(600, dtype=bool)
+    labelled[:3] = False
+    cfg = WindowsConfig(history=10, val_days=100, holdout_days=80, embargo=5)
+    s = make_splits(labelled, cfg, max_lag=4)
+    assert s.train[0] == 9 and s.holdout.size == 80 and s.val.size == 100
+    assert s.val[0] - s.train[-1] > 5 and s.holdout[0] - s.val[-1] > 5
+    with pytest.raises(SplitError, match="embargo 4 is below max lag \\+ 1 = 5"):
+        make_splits(labelled, _cfg(embargo=4), max_lag=4)
+    with pytest.raises(SplitError, match="labelled days"):
+        make_splits(labelled[:200], cfg, max_lag=4)
+
+
+def _cfg(**kw):
+    cfg = WindowsConfig()
+    for k, v in kw.items():
+        setattr(cfg, k, v)
+    return cfg
+
+
+def test_windows_are_views_matching_explicit_slices():
+    import torch
+
+    x = torch.arange(50 * 3, dtype=torch.float32).reshape(50, 3)
+    m = torch.zeros_like(x)
+    y = torch.arange(50 * 2, dtype=torch.float32).reshape(50, 2)
+    w = Windows(x, m, y, history=7)
+    assert w._x.untyped_storage().data_ptr() == x.untyped_storage().data_ptr()
+    xb, mb, yb = w.batch(np.array([6, 20, 49]))
+    assert xb.shape == (3, 7, 3)
+    torch.testing.assert_close(xb[1], x[14:21])
+    torch.testing.assert_close(yb[2], y[49])

@@ -1,0 +1,56 @@
+import numpy as np
+import pytest
+
+from spreadcast.evaluation import metric
+from spreadcast.evaluation.metric import MetricError
+
+
+def random_inputs(rng, days=40, targets=25, missing=0.2, ties=True):
+    y = rng.standard_normal((days, targets))
+    p = rng.standard_normal((days, targets))
+    if ties:
+        y, p = np.round(y, 1), np.round(p, 1)
+    y[rng.random(y.shape) < missing] = np.nan
+    return y, p
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_vectorised_matches_reference(seed):
+    y, p = random_inputs(np.random.default_rng(seed))
+    assert metric.score(y, p) == pytest.approx(metric.score_reference(y, p), abs=1e-9)
+
+
+def test_hand_computed_day():
+    y = np.array([[1.0, 2.0, 3.0, np.nan], [3.0, 2.0, 1.0, 0.0]])
+    p = np.array([[10.0, 30.0, 20.0, 99.0], [1.0, 1.0, 2.0, 3.0]])
+    daily = metric.daily_rank_corr(y, p)
+    # day 0: ranks p = (1, 3, 2) vs y = (1, 2, 3): corr = 0.5
+    assert daily[0] == pytest.approx(0.5)
+    # day 1: ranks p = (1.5, 1.5, 3, 4) vs y = (4, 3, 2, 1): corr = -0.9486833
+    assert daily[1] == pytest.approx(-0.9486832980505138)
+    assert metric.score(y, p) == pytest.approx(daily.mean() / daily.std())
+
+
+def test_prediction_scale_does_not_matter_but_order_does():
+    y, p = random_inputs(np.random.default_rng(1), ties=False)
+    assert metric.score(y, 5 * p + 3) == pytest.approx(metric.score(y, p))
+    assert metric.score(y, -p) == pytest.approx(-metric.score(y, p))
+
+
+def test_zero_spread_is_an_error():
+    y, p = random_inputs(np.random.default_rng(2))
+    p[3] = 1.0
+    with pytest.raises(MetricError, match="date row 3: zero spread"):
+        metric.score(y, p)
+    with pytest.raises(MetricError, match="date row 3: zero spread"):
+        metric.score_reference(y, p)
+
+
+def test_date_without_labels_is_an_error_unless_lenient():
+    y, p = random_inputs(np.random.default_rng(3))
+    y[5] = np.nan
+    with pytest.raises(MetricError, match="date row 5: no non-null target values"):
+        metric.score(y, p)
+    daily = metric.daily_rank_corr(y, p, strict=False)
+    assert np.isnan(daily[5]) and np.isfinite(np.delete(daily, 5)).all()
+    assert metric.summary(y, p)["days"] == y.shape[0] - 1
