@@ -164,6 +164,7 @@ class PrescreenConfig:
     max_abs_corr: float = 0.995
     top_k: int = 256
     min_abs_ic: float = 0.0
+    group_by_column: bool = True
 
     def validate(self, s: str) -> None:
         _require(0.0 <= self.max_missing <= 1.0, f"{s}.max_missing", "must be in [0, 1]")
@@ -205,18 +206,19 @@ class TrainConfig:
     dropout: float = 0.1
     time2vec_dim: int = 8
     positional: bool = True
-    epochs: int = 12
+    epochs: int = 30
     batch_size: int = 64
-    lr: float = 1e-3
+    lr: float = 1e-4
     weight_decay: float = 1e-2
     grad_clip: float = 1.0
     schedule: Literal["cosine", "onecycle"] = "cosine"
     warmup_epochs: int = 1
     huber_delta: float = 0.2
     rank_weight: float = 1.0
-    gate_l1: float = 1e-3
+    gate_l1: float = 0.1
+    gate_lr_mult: float = 100.0
     gate_warmup_epochs: int = 3
-    patience: int = 4
+    patience: int = 6
     amp: bool = False
     seed: int = 0
 
@@ -237,6 +239,7 @@ class TrainConfig:
         _require(self.huber_delta > 0.0, f"{s}.huber_delta", "must be positive")
         _require(self.rank_weight >= 0.0, f"{s}.rank_weight", "must be >= 0")
         _require(self.gate_l1 >= 0.0, f"{s}.gate_l1", "must be >= 0")
+        _require(self.gate_lr_mult > 0.0, f"{s}.gate_lr_mult", "must be positive")
         _require(self.gate_warmup_epochs >= 0, f"{s}.gate_warmup_epochs", "must be >= 0")
         _require(self.patience >= 1, f"{s}.patience", "must be at least 1")
 
@@ -258,8 +261,8 @@ class PruneConfig:
 
 @dataclass
 class FinetuneConfig:
-    epochs: int = 6
-    lr: float = 5e-4
+    epochs: int = 10
+    lr: float = 1e-4
     tolerance: float = 0.05
 
     def validate(self, s: str) -> None:

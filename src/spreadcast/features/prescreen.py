@@ -2,8 +2,8 @@
 
 Drops columns missing beyond a threshold, constant or near-constant columns, and
 near-duplicates (|Spearman| above a bound with a better-scoring kept column); ranks the rest by
-their rank IC with the targets (root mean square over targets) and keeps by threshold and
-top-k. Every column gets a line in the report: kept with its score, or dropped with a reason.
+their rank IC with the targets (root mean square over targets), optionally grouped by source
+column, and keeps by threshold and top-k. Every column gets a line in the report: kept with its score, or dropped with a reason.
 """
 from __future__ import annotations
 
@@ -47,13 +47,21 @@ def prescreen(features: np.ndarray, names: list[str], labels: np.ndarray, cfg: P
     if alive.any():
         ic = rank_ic(features[:, alive], labels)
         score[alive] = np.sqrt(np.mean(ic**2, axis=1))
-    order = sorted(np.flatnonzero(alive), key=lambda j: (-round(score[j], 12), names[j]))
+    # With group_by_column, a source column's features are ranked together by the best of them,
+    # so a sequence model keeps the short-horizon series of every column it finds informative.
+    family = [name.split("__")[0] for name in names]
+    best = {}
+    for j in np.flatnonzero(alive):
+        best[family[j]] = max(best.get(family[j], 0.0), score[j])
+    rank_score = np.array([best.get(family[j], 0.0) for j in range(n)]) if cfg.group_by_column else score
+    order = sorted(np.flatnonzero(alive),
+                   key=lambda j: (-round(rank_score[j], 12), family[j], -round(score[j], 12), names[j]))
     kept: list[int] = []
     ranks = _centred_ranks(features[:, order]) if order else None
     kept_pos: list[int] = []
     for pos, j in enumerate(order):
-        if score[j] < cfg.min_abs_ic:
-            reason[j] = f"score {score[j]:.4f} < min_abs_ic {cfg.min_abs_ic}"
+        if rank_score[j] < cfg.min_abs_ic:
+            reason[j] = f"score {rank_score[j]:.4f} < min_abs_ic {cfg.min_abs_ic}"
             continue
         if len(kept) >= cfg.top_k:
             reason[j] = f"beyond top_k {cfg.top_k}"

@@ -54,22 +54,24 @@ def build_model(meta: dict) -> SpreadTransformer:
     return SpreadTransformer(ModelConfig(**meta["model"]))
 
 
+# Parameters with a per-feature axis: name -> (axis, blocks laid out along it, value for new features).
+# The input projection sees [gated values, missing mask], so its feature axis holds two blocks.
+FEATURE_AXES = {"gate.logit": (0, 1, 2.0), "input.weight": (1, 2, 0.0), "skip.weight": (1, 1, 0.0)}
+
+
 def remap_inputs(state: dict, old_features: list[str], new_features: list[str]) -> dict:
-    """Copy the gate and input-projection weights of features kept by name; others start at zero."""
+    """Copy per-feature weights of features kept by name; new features start at the fill value."""
     index = {f: i for i, f in enumerate(old_features)}
-    keep = [index.get(f) for f in new_features]
+    n_old, n_new = len(old_features), len(new_features)
+    pairs = [(j, index[f]) for j, f in enumerate(new_features) if f in index]
     out = dict(state)
-    n_old = len(old_features)
-    logit = state["gate.logit"]
-    weight = state["input.weight"]                            # (C, 2 * F_old): values then masks
-    new_logit = torch.full((len(new_features),), 2.0, dtype=logit.dtype)
-    new_weight = torch.zeros(weight.shape[0], 2 * len(new_features), dtype=weight.dtype)
-    for j, i in enumerate(keep):
-        if i is None:
+    for name, (axis, blocks, fill) in FEATURE_AXES.items():
+        if name not in state:
             continue
-        new_logit[j] = logit[i]
-        new_weight[:, j] = weight[:, i]
-        new_weight[:, len(new_features) + j] = weight[:, n_old + i]
-    out["gate.logit"] = new_logit
-    out["input.weight"] = new_weight
+        old = state[name].movedim(axis, 0)
+        new = torch.full((blocks * n_new, *old.shape[1:]), fill, dtype=old.dtype)
+        for b in range(blocks):
+            for j, i in pairs:
+                new[b * n_new + j] = old[b * n_old + i]
+        out[name] = new.movedim(0, axis).contiguous()
     return out

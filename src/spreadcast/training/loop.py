@@ -89,13 +89,20 @@ def evaluate_head(model, data: HeadData, rows: np.ndarray, batch_size: int, auto
     return result
 
 
-def _param_groups(model: torch.nn.Module, weight_decay: float):
-    decay, plain = [], []
+def _param_groups(model: torch.nn.Module, weight_decay: float, gate_lr_mult: float):
+    """Weight decay on matrices only; the gate logits get their own (faster) learning rate,
+    since at the small rates that suit the network they would barely move."""
+    decay, plain, gate = [], [], []
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
-        (decay if p.ndim >= 2 and not name.startswith("gate.") else plain).append(p)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": plain, "weight_decay": 0.0}]
+        if name.startswith("gate."):
+            gate.append(p)
+        else:
+            (decay if p.ndim >= 2 else plain).append(p)
+    return [{"params": decay, "weight_decay": weight_decay, "lr_mult": 1.0},
+            {"params": plain, "weight_decay": 0.0, "lr_mult": 1.0},
+            {"params": gate, "weight_decay": 0.0, "lr_mult": gate_lr_mult}]
 
 
 def fit(model: SpreadTransformer, data: HeadData, cfg: TrainConfig, out: Path, meta: dict,
@@ -105,7 +112,7 @@ def fit(model: SpreadTransformer, data: HeadData, cfg: TrainConfig, out: Path, m
     base_lr = cfg.lr if lr is None else lr
     device = next(model.parameters()).device
     autocast, scaler = autocast_context(device, cfg.amp)
-    optimizer = torch.optim.AdamW(_param_groups(model, cfg.weight_decay), lr=base_lr)
+    optimizer = torch.optim.AdamW(_param_groups(model, cfg.weight_decay, cfg.gate_lr_mult), lr=base_lr)
     generator = torch.Generator().manual_seed(cfg.seed)
     n = len(data.train_rows)
     steps_per_epoch = math.ceil(n / cfg.batch_size)
@@ -142,8 +149,9 @@ def fit(model: SpreadTransformer, data: HeadData, cfg: TrainConfig, out: Path, m
                    disable=not sys.stderr.isatty())
         for b in bar:
             rows = order[b * cfg.batch_size:(b + 1) * cfg.batch_size]
+            lr_now = lr_at(step, total, warmup, base_lr, cfg.schedule)
             for group in optimizer.param_groups:
-                group["lr"] = lr_at(step, total, warmup, base_lr, cfg.schedule)
+                group["lr"] = lr_now * group["lr_mult"]
             h, r, g = terms(rows, epoch)
             weighted = torch.stack([h / norm[0], cfg.rank_weight * r / norm[1], gw * g])
             loss = weighted.sum()
