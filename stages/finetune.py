@@ -1,7 +1,8 @@
 """Fine-tune one lag head on its pruned features.
 
 usage: python stages/finetune.py --lag K --tensors artifacts/tensors --train artifacts/train/lagK \
-           --prune artifacts/prune/lagK --out artifacts/finetune/lagK --metrics artifacts/metrics/finetune_lagK.json
+           --prune artifacts/prune/lagK --out artifacts/finetune/lagK --metrics artifacts/metrics/finetune_lagK.json \
+           --work artifacts/.work/finetune_lagK
 """
 from pathlib import Path
 
@@ -9,13 +10,13 @@ from spreadcast import cli, config
 from spreadcast.features import windows
 from spreadcast.io import atomic_dir, read_json, write_json
 from spreadcast.training.finetune import finetune
-from spreadcast.training.loop import open_live
+from spreadcast.training.loop import move_checkpoints, open_live
 
 
 def main() -> None:
     p = cli.parser(__doc__)
     p.add_argument("--lag", type=int, required=True)
-    for name in ("--tensors", "--train", "--prune", "--out", "--metrics"):
+    for name in ("--tensors", "--train", "--prune", "--out", "--metrics", "--work"):
         p.add_argument(name, required=True)
     args = p.parse_args()
     train_cfg = config.load("train", args.params)
@@ -26,9 +27,10 @@ def main() -> None:
           f"{cfg.epochs} epochs at lr {cfg.lr}", flush=True)
     with atomic_dir(args.out) as tmp:
         live = open_live(tmp / "live")
-        summary = finetune(Path(args.train), kept, tensors, args.lag, train_cfg, cfg, tmp, live)
+        summary = finetune(Path(args.train), kept, tensors, args.lag, train_cfg, cfg, Path(args.work), live)
         if live is not None:
             live.end()
+        move_checkpoints(Path(args.work), tmp)
     write_json(args.metrics, {
         "lag": args.lag, "features": summary["features"], "kept_unpruned": summary["kept_unpruned"],
         "unpruned_val_sharpe": summary["unpruned_val"]["sharpe"],

@@ -12,7 +12,7 @@ from spreadcast.data.ingest import load_ingested
 from spreadcast.data.layout import DATE
 from spreadcast.features.engineer import engineer
 from spreadcast.features.prescreen import prescreen
-from spreadcast.features.windows import make_splits
+from spreadcast.features.splits import make_splits
 from spreadcast.io import atomic_dir, write_json
 
 
@@ -26,7 +26,7 @@ def main() -> None:
     win_cfg = config.load("windows", args.params)
 
     data = load_ingested(args.data)
-    names, matrix = engineer(data.prices, feat_cfg.return_horizons)
+    names, matrix = engineer(data.prices, feat_cfg, data.targets, data.labels, data.revealed)
     splits = make_splits(np.isfinite(data.labels).any(axis=1), win_cfg, data.max_lag)
     kept, report = prescreen(matrix[splits.train], names, data.labels[splits.train], cfg)
     print(f"prescreen: {len(names)} engineered features, {len(kept)} kept "

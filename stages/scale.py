@@ -10,7 +10,7 @@ import polars as pl
 from spreadcast import cli, config
 from spreadcast.data.ingest import load_ingested
 from spreadcast.features import scaling
-from spreadcast.features.windows import make_splits
+from spreadcast.features.splits import make_splits
 from spreadcast.io import atomic_dir, read_json, write_json
 
 

@@ -1,7 +1,10 @@
 """Train the gated transformer of one lag head.
 
 usage: python stages/train.py --lag K --tensors artifacts/tensors --out artifacts/train/lagK \
-           --metrics artifacts/metrics/train_lagK.json
+           --metrics artifacts/metrics/train_lagK.json --work artifacts/.work/train_lagK
+
+Checkpoints are written to --work while training, so a killed run resumes where it stopped;
+they move into --out when training ends.
 """
 from pathlib import Path
 
@@ -10,14 +13,14 @@ from spreadcast import cli, config
 from spreadcast.features import windows
 from spreadcast.io import atomic_dir, write_json
 from spreadcast.model.net import ModelConfig, SpreadTransformer
-from spreadcast.training.loop import data_fingerprint, fit, head_data, open_live
+from spreadcast.training.loop import data_fingerprint, fit, head_data, move_checkpoints, open_live
 
 
 def model_config(cfg: config.TrainConfig, n_features: int, n_targets: int, history: int) -> ModelConfig:
     return ModelConfig(n_features=n_features, n_targets=n_targets, history=history,
                        d_model=cfg.d_model, n_heads=cfg.n_heads, n_layers=cfg.n_layers,
                        ff_mult=cfg.ff_mult, dropout=cfg.dropout, time2vec_dim=cfg.time2vec_dim,
-                       positional=cfg.positional)
+                       positional=cfg.positional, grad_checkpoint=cfg.grad_checkpoint)
 
 
 def main() -> None:
@@ -26,6 +29,7 @@ def main() -> None:
     p.add_argument("--tensors", required=True)
     p.add_argument("--out", required=True)
     p.add_argument("--metrics", required=True)
+    p.add_argument("--work", required=True, help="checkpoints while training; a rerun resumes from here")
     args = p.parse_args()
     cfg = config.load("train", args.params)
 
@@ -46,13 +50,16 @@ def main() -> None:
     meta = {"model": mcfg.to_dict(), "lag": args.lag, "features": tensors.feature_names,
             "targets": [tensors.target_names[j] for j in cols],
             "params_hash": config.params_hash(cfg), "data_fingerprint": data_fingerprint(Path(args.tensors))}
+    work = Path(args.work)
     with atomic_dir(args.out) as tmp:
         live = open_live(tmp / "live")
-        summary = fit(model, data, cfg, tmp, meta, live=live)
+        summary = fit(model, data, cfg, work, meta, live=live)
         if live is not None:
             live.end()
+        move_checkpoints(work, tmp)
     write_json(args.metrics, {"lag": args.lag, "best_epoch": summary["best_epoch"],
                               "epochs_run": summary["epochs_run"], "parameters": n_params,
+                              "collapsed_epochs": summary["collapsed_epochs"],
                               **{f"val_{k}": v for k, v in summary["val"].items()}})
 
 

@@ -11,6 +11,7 @@ import polars as pl
 from spreadcast import cli, config
 from spreadcast.data.ingest import load_ingested
 from spreadcast.features import scaling, windows
+from spreadcast.features.splits import make_splits
 from spreadcast.io import atomic_dir, read_json, write_json
 
 
@@ -24,7 +25,7 @@ def main() -> None:
     data = load_ingested(args.data)
     scaler = scaling.Scaler.from_dict(read_json(Path(args.scaling) / "scaling.json"))
     matrix = pl.read_parquet(Path(args.features) / "features.parquet").select(scaler.features).to_numpy()
-    splits = windows.make_splits(np.isfinite(data.labels).any(axis=1), cfg, data.max_lag)
+    splits = make_splits(np.isfinite(data.labels).any(axis=1), cfg, data.max_lag)
     scaled = scaler.transform(matrix)
     with atomic_dir(args.out) as tmp:
         windows.export(tmp, features=scaled, labels=data.labels / scaler.target_scale,

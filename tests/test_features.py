@@ -2,17 +2,19 @@ import numpy as np
 import polars as pl
 import pytest
 
-from spreadcast.config import PrescreenConfig, ScaleConfig, WindowsConfig
+from spreadcast.config import FeaturesConfig, PrescreenConfig, ScaleConfig, WindowsConfig
 from spreadcast.features import scaling
 from spreadcast.features.engineer import column_kind, engineer
 from spreadcast.features.prescreen import prescreen
-from spreadcast.features.windows import SplitError, Windows, make_splits
+from spreadcast.errors import SplitError
+from spreadcast.features.splits import make_splits
+from spreadcast.features.windows import Windows
 
 
 def test_returns_span_holidays_on_own_calendar():
     prices = pl.DataFrame({"date_id": [0, 1, 2, 3, 4], "A_Close": [1.0, 2.0, None, 8.0, 16.0]})
-    names, x = engineer(prices, [1, 2])
-    assert names == ["A_Close__ret1", "A_Close__ret2"]
+    names, x = engineer(prices, FeaturesConfig(return_horizons=[1, 2], vol_window=2, level_window=2))
+    assert names == ["A_Close__ret1", "A_Close__ret2", "A_Close__vol2", "A_Close__z2"]
     assert np.isnan(x[0, 0]) and x[1, 0] == pytest.approx(np.log(2))
     assert np.isnan(x[2, 0])                                  # holiday: missing, not a zero return
     assert x[3, 0] == pytest.approx(np.log(4))                # spans the holiday
@@ -29,14 +31,14 @@ def test_features_have_no_look_ahead(tiny_dataset):
     """Perturbing every price after date t leaves every feature at or before t bitwise unchanged."""
     prices = pl.read_csv(tiny_dataset / "train.csv", infer_schema_length=0).with_columns(
         pl.col("date_id").cast(pl.Int64), pl.exclude("date_id").cast(pl.Float64))
-    names, base = engineer(prices, [1, 5, 20])
+    names, base = engineer(prices, FeaturesConfig())
     t = 150
     rng = np.random.default_rng(0)
     columns = [c for c in prices.columns if c != "date_id"]
     perturbed = prices.with_columns([
         pl.when(pl.col("date_id") > t).then(pl.col(c) * float(rng.uniform(0.5, 2.0))).otherwise(pl.col(c)).alias(c)
         for c in columns])
-    _, after = engineer(perturbed, [1, 5, 20])
+    _, after = engineer(perturbed, FeaturesConfig())
     np.testing.assert_array_equal(base[: t + 1], after[: t + 1])
     assert not np.array_equal(base[t + 1:], after[t + 1:], equal_nan=True)
 

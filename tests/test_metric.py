@@ -54,3 +54,14 @@ def test_date_without_labels_is_an_error_unless_lenient():
     daily = metric.daily_rank_corr(y, p, strict=False)
     assert np.isnan(daily[5]) and np.isfinite(np.delete(daily, 5)).all()
     assert metric.summary(y, p)["days"] == y.shape[0] - 1
+
+
+def test_rankdata_matches_scipy_with_ties_and_missing():
+    from scipy.stats import rankdata as scipy_rankdata
+
+    rng = np.random.default_rng(9)
+    x = np.round(rng.standard_normal((30, 17)), 1)
+    x[rng.random(x.shape) < 0.25] = np.nan
+    for axis in (0, 1):
+        expected = scipy_rankdata(x, method="average", axis=axis, nan_policy="omit")
+        np.testing.assert_allclose(metric.rankdata(x, axis=axis), expected, equal_nan=True)

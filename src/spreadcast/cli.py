@@ -6,14 +6,7 @@ import sys
 import time
 from typing import Callable
 
-from spreadcast.config import ConfigError
-from spreadcast.data.targets import DataError
-from spreadcast.evaluation.metric import MetricError
-from spreadcast.features.windows import SplitError
-from spreadcast.model.checkpoint import CheckpointError
-from spreadcast.training.loop import CollapseError
-
-KNOWN_ERRORS = (ConfigError, DataError, SplitError, CheckpointError, CollapseError, MetricError)
+from spreadcast.errors import SpreadcastError
 
 
 def parser(doc: str | None) -> argparse.ArgumentParser:
@@ -27,7 +20,7 @@ def run(name: str, main: Callable[[], None]) -> None:
     start = time.perf_counter()
     try:
         main()
-    except KNOWN_ERRORS as exc:
+    except SpreadcastError as exc:
         print(f"{name}: error: {exc}", file=sys.stderr)
         sys.exit(1)
     print(f"{name}: done in {time.perf_counter() - start:.1f}s", flush=True)

@@ -17,9 +17,7 @@ from typing import Any, Literal
 
 import yaml
 
-
-class ConfigError(ValueError):
-    """A params.yaml problem; the message names the key at fault."""
+from spreadcast.errors import ConfigError
 
 
 def _check_type(value: Any, hint: Any, key: str) -> Any:
@@ -151,10 +149,19 @@ class DataConfig:
 @dataclass
 class FeaturesConfig:
     return_horizons: list[int] = field(default_factory=lambda: [1, 5, 20])
+    vol_window: int = 20
+    level_window: int = 60
+    spread_z_window: int = 20
+    spreads: bool = True
+    revealed_labels: bool = True
 
     def validate(self, s: str) -> None:
         _require(len(self.return_horizons) > 0 and all(1 <= h <= 250 for h in self.return_horizons),
                  f"{s}.return_horizons", "needs at least one horizon, each in 1..250")
+        _require(len(set(self.return_horizons)) == len(self.return_horizons), f"{s}.return_horizons",
+                 "horizons must be distinct")
+        for key in ("vol_window", "level_window", "spread_z_window"):
+            _require(2 <= getattr(self, key) <= 500, f"{s}.{key}", "must be in 2..500")
 
 
 @dataclass
@@ -213,6 +220,7 @@ class TrainConfig:
     grad_clip: float = 1.0
     schedule: Literal["cosine", "onecycle"] = "cosine"
     warmup_epochs: int = 1
+    regression_loss: Literal["huber", "hybrid"] = "huber"
     huber_delta: float = 0.2
     rank_weight: float = 1.0
     gate_l1: float = 0.1
@@ -220,6 +228,8 @@ class TrainConfig:
     gate_warmup_epochs: int = 3
     patience: int = 6
     amp: bool = False
+    grad_checkpoint: bool = False
+    activation_stats: bool = False
     seed: int = 0
 
     def validate(self, s: str) -> None:

@@ -115,6 +115,7 @@ class Ingested:
     labels: np.ndarray          # (dates, T); NaN on days without a published label
     targets: list[Target]
     registry: dict
+    revealed: pl.DataFrame      # long table of the lagged test label files
 
     @property
     def max_lag(self) -> int:
@@ -130,4 +131,4 @@ def load_ingested(folder: str | Path) -> Ingested:
     labels = prices.select(DATE).join(pl.read_parquet(folder / "labels.parquet"), on=DATE, how="left")
     return Ingested(prices=prices, date_ids=prices[DATE].to_numpy(),
                     labels=labels.select(names).to_numpy().astype(np.float64),
-                    targets=targets, registry=registry)
+                    targets=targets, registry=registry, revealed=pl.read_parquet(folder / "revealed.parquet"))

@@ -10,11 +10,9 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from spreadcast.errors import DataError
+
 PAIR_SEPARATOR = " - "
-
-
-class DataError(ValueError):
-    """A dataset problem; the message names the file and the column, row or key at fault."""
 
 
 @dataclass(frozen=True)

@@ -13,15 +13,34 @@ from __future__ import annotations
 import warnings
 
 import numpy as np
-from scipy.stats import rankdata
+
+from spreadcast.errors import MetricError
 
 
-class MetricError(ZeroDivisionError):
-    """The metric is undefined on these inputs (zero spread, or no labels on a date)."""
+def rankdata(values: np.ndarray, axis: int = -1) -> np.ndarray:
+    """Average ranks (1-based, ties share their mean rank) along `axis`; NaN stays NaN."""
+    x = np.moveaxis(np.asarray(values, dtype=np.float64), axis, -1)
+    n = x.shape[-1]
+    order = np.argsort(x, axis=-1, kind="stable")           # NaN sorts last
+    xs = np.take_along_axis(x, order, axis=-1)
+    pos = np.broadcast_to(np.arange(n), x.shape)
+    starts = np.ones(x.shape, dtype=bool)
+    starts[..., 1:] = xs[..., 1:] != xs[..., :-1]           # NaN != NaN: each NaN its own group
+    ends = np.ones(x.shape, dtype=bool)
+    ends[..., :-1] = starts[..., 1:]
+    first = np.maximum.accumulate(np.where(starts, pos, 0), axis=-1)
+    last = np.flip(np.minimum.accumulate(np.flip(np.where(ends, pos, n - 1), -1), axis=-1), -1)
+    ranks = np.empty(x.shape)
+    np.put_along_axis(ranks, order, (first + last) / 2.0 + 1.0, axis=-1)
+    ranks[np.isnan(x)] = np.nan
+    return np.moveaxis(ranks, -1, axis)
 
 
 def _rank_average(values: np.ndarray) -> np.ndarray:
-    return rankdata(values, method="average")
+    # the reference ranks with SciPy, independently of the vectorised `rankdata` above
+    from scipy.stats import rankdata as scipy_rankdata
+
+    return scipy_rankdata(values, method="average")
 
 
 def score_reference(labels: np.ndarray, preds: np.ndarray) -> float:
@@ -62,8 +81,8 @@ def daily_rank_corr(labels: np.ndarray, preds: np.ndarray, strict: bool = True) 
         if not np.isfinite(preds[have]).all():
             raise MetricError("non-finite prediction for a labelled target")
     p = np.where(have, preds, np.nan)
-    ry = rankdata(labels, method="average", axis=1, nan_policy="omit")
-    rp = rankdata(p, method="average", axis=1, nan_policy="omit")
+    ry = rankdata(labels, axis=1)
+    rp = rankdata(p, axis=1)
     n = have.sum(axis=1)
     with np.errstate(invalid="ignore", divide="ignore"), warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)   # dates without labels: NaN, handled below

@@ -1,17 +1,30 @@
-"""Engineered features from published prices, each computed on its column's own calendar.
+"""Engineered features from published data, each computed on its own calendar.
 
-A value at date t uses only cells published at or before t. Returns are taken between a
-column's consecutive observations, so a holiday (an empty cell) gives a missing feature on
-that day and the next return spans the gap: no fake zero return, no jump.
+A value at date t uses only cells published at or before t:
+
+- price-like columns (positive): log returns over several horizons, taken between the
+  column's own consecutive observations (a holiday gives a missing value that day, and the next
+  return spans the gap: no fake zero return, no jump); volatility of the 1-day returns; and the
+  trailing z-score of the log level, since levels carry information that returns lose;
+- volume-like columns (volume, open interest): change and trailing z-score of log(1 + x);
+- other columns: first difference and trailing z-score of the level;
+- the spread series of every target pair, log A - log B on the days both are published: its
+  changes over the same horizons and its trailing z-score;
+- revealed labels: the label of date d for lag k enters at t = d + k + 1, the day it is published.
+
+Missing stays NaN here; the windows stage turns it into an explicit mask, never a silent fill.
 """
 from __future__ import annotations
 
 import re
+import warnings
 
 import numpy as np
 import polars as pl
 
-from spreadcast.data.layout import DATE
+from spreadcast.config import FeaturesConfig
+from spreadcast.data.layout import DATE, LABEL_DATE
+from spreadcast.data.targets import Target
 
 VOLUME_LIKE = re.compile(r"(volume|open_interest)$", re.IGNORECASE)
 
@@ -26,37 +39,117 @@ def column_kind(name: str, values: np.ndarray) -> str:
     return "level"
 
 
-def _on_calendar(values: np.ndarray, lags: list[int], transform) -> list[np.ndarray]:
-    """Differences of transform(values) over `lags` observations of the column itself."""
-    idx = np.flatnonzero(np.isfinite(values))
-    series = transform(values[idx])
+def _diffs(series: np.ndarray, idx: np.ndarray, n: int, horizons: list[int]) -> list[np.ndarray]:
+    """Changes of an observed series over `horizons` observations, scattered onto n dates."""
     out = []
-    for h in lags:
-        feature = np.full(values.shape, np.nan)
+    for h in horizons:
+        feature = np.full(n, np.nan)
         if idx.size > h:
             feature[idx[h:]] = series[h:] - series[:-h]
         out.append(feature)
     return out
 
 
-def engineer(prices: pl.DataFrame, horizons: list[int]) -> tuple[list[str], np.ndarray]:
-    """Feature names and matrix (dates x features, NaN where missing) from the price table."""
-    names: list[str] = []
-    blocks: list[np.ndarray] = []
-    for column in prices.columns:
-        if column == DATE:
+def _trailing(series: np.ndarray, window: int, stat: str) -> np.ndarray:
+    """Trailing statistic over the last `window` observations (needs a full window)."""
+    out = np.full(series.shape, np.nan)
+    if series.size < window:
+        return out
+    view = np.lib.stride_tricks.sliding_window_view(series, window)
+    if stat == "std":
+        out[window - 1:] = view.std(axis=1)
+    else:
+        std = view.std(axis=1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out[window - 1:] = np.where(std > 0, (series[window - 1:] - view.mean(axis=1)) / std, 0.0)
+    return out
+
+
+def _scatter(values: np.ndarray, idx: np.ndarray, n: int) -> np.ndarray:
+    out = np.full(n, np.nan)
+    out[idx] = values
+    return out
+
+
+def column_features(name: str, values: np.ndarray, cfg: FeaturesConfig) -> dict[str, np.ndarray]:
+    n = values.shape[0]
+    idx = np.flatnonzero(np.isfinite(values))
+    kind = column_kind(name, values)
+    out: dict[str, np.ndarray] = {}
+    if kind == "price":
+        logv = np.log(values[idx])
+        for h, f in zip(cfg.return_horizons, _diffs(logv, idx, n, cfg.return_horizons)):
+            out[f"{name}__ret{h}"] = f
+        ret1 = np.diff(logv, prepend=np.nan)
+        out[f"{name}__vol{cfg.vol_window}"] = _scatter(_trailing(ret1[1:], cfg.vol_window, "std"), idx[1:], n)
+        out[f"{name}__z{cfg.level_window}"] = _scatter(_trailing(logv, cfg.level_window, "z"), idx, n)
+    else:
+        series = np.log1p(values[idx]) if kind == "volume" else values[idx]
+        tag = "dlog1p" if kind == "volume" else "diff"
+        out[f"{name}__{tag}"] = _diffs(series, idx, n, [1])[0]
+        out[f"{name}__z{cfg.level_window}"] = _scatter(_trailing(series, cfg.level_window, "z"), idx, n)
+    return out
+
+
+def spread_features(prices: pl.DataFrame, targets: list[Target], cfg: FeaturesConfig) -> dict[str, np.ndarray]:
+    """Changes and z-score of log A - log B for every distinct pair of the targets."""
+    out: dict[str, np.ndarray] = {}
+    seen = set()
+    for t in targets:
+        key = (t.a, t.b)
+        if t.b is None or key in seen:
             continue
-        values = prices[column].to_numpy().astype(np.float64)
-        kind = column_kind(column, values)
-        if kind == "price":
-            feats = _on_calendar(values, horizons, np.log)
-            names += [f"{column}__ret{h}" for h in horizons]
-        elif kind == "volume":
-            feats = _on_calendar(values, [1], np.log1p)
-            names.append(f"{column}__dlog1p")
-        else:
-            feats = _on_calendar(values, [1], lambda v: v)
-            names.append(f"{column}__diff")
-        blocks.extend(feats)
-    matrix = np.stack(blocks, axis=1) if blocks else np.empty((prices.height, 0))
+        seen.add(key)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            spread = np.log(prices[t.a].to_numpy()) - np.log(prices[t.b].to_numpy())
+        idx = np.flatnonzero(np.isfinite(spread))
+        stem = f"spread[{t.a}|{t.b}]"
+        n = spread.shape[0]
+        for h, f in zip(cfg.return_horizons, _diffs(spread[idx], idx, n, cfg.return_horizons)):
+            out[f"{stem}__chg{h}"] = f
+        out[f"{stem}__z{cfg.spread_z_window}"] = _scatter(_trailing(spread[idx], cfg.spread_z_window, "z"), idx, n)
+    return out
+
+
+def revealed_labels(date_ids: np.ndarray, labels: np.ndarray, revealed: pl.DataFrame,
+                    targets: list[Target]) -> np.ndarray:
+    """At row t, the label of date t - k - 1 for each target of lag k (published on t).
+
+    `labels` (dates x targets) are the labels known from the training files, `revealed` the
+    long table of the lagged test label files; a value is used only from its publication day.
+    """
+    out = np.full(labels.shape, np.nan)
+    row_of = {int(d): i for i, d in enumerate(date_ids)}
+    for j, t in enumerate(targets):
+        shift = t.lag + 1
+        out[shift:, j] = labels[:-shift, j]
+        gap = date_ids[shift:] - date_ids[:-shift] != shift     # dense axes have none; be safe
+        out[shift:, j][gap] = np.nan
+    col = {t.name: j for j, t in enumerate(targets)}
+    for d, label_date, name, value, lag in revealed.select(DATE, LABEL_DATE, "target", "value", "lag").iter_rows():
+        i = row_of.get(int(d))
+        if i is not None and label_date + lag + 1 <= d and name in col and np.isnan(out[i, col[name]]):
+            out[i, col[name]] = value
+    return out
+
+
+def engineer(prices: pl.DataFrame, cfg: FeaturesConfig, targets: list[Target] | None = None,
+             labels: np.ndarray | None = None, revealed: pl.DataFrame | None = None) -> tuple[list[str], np.ndarray]:
+    """Feature names and matrix (dates x features, NaN where missing)."""
+    features: dict[str, np.ndarray] = {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        for column in prices.columns:
+            if column != DATE:
+                features.update(column_features(column, prices[column].to_numpy().astype(np.float64), cfg))
+        if targets is not None and cfg.spreads:
+            features.update(spread_features(prices, targets, cfg))
+    if targets is not None and labels is not None and cfg.revealed_labels:
+        empty = pl.DataFrame(schema={DATE: pl.Int64, LABEL_DATE: pl.Int64, "target": pl.String,
+                                     "value": pl.Float64, "lag": pl.Int64})
+        matrix = revealed_labels(prices[DATE].to_numpy(), labels, empty if revealed is None else revealed, targets)
+        for j, t in enumerate(targets):
+            features[f"{t.name}__revealed"] = matrix[:, j]
+    names = list(features)
+    matrix = np.stack([features[n] for n in names], axis=1) if names else np.empty((prices.height, 0))
     return names, matrix

@@ -8,14 +8,14 @@ column, and keeps by threshold and top-k. Every column gets a line in the report
 from __future__ import annotations
 
 import numpy as np
-from scipy.stats import rankdata
 
 from spreadcast.config import PrescreenConfig
+from spreadcast.evaluation.metric import rankdata
 
 
 def _centred_ranks(values: np.ndarray) -> np.ndarray:
     """Column-wise ranks centred on zero and scaled to unit norm; missing cells count as 0."""
-    ranks = rankdata(values, axis=0, nan_policy="omit")
+    ranks = rankdata(values, axis=0)
     ranks = ranks - np.nanmean(ranks, axis=0, keepdims=True)
     ranks = np.nan_to_num(ranks, nan=0.0)
     norm = np.linalg.norm(ranks, axis=0, keepdims=True)

@@ -11,12 +11,9 @@ from pathlib import Path
 
 import torch
 
+from spreadcast.errors import CheckpointError
 from spreadcast.io import atomic_path, read_json, sha256_file, write_json
 from spreadcast.model.net import ModelConfig, SpreadTransformer
-
-
-class CheckpointError(ValueError):
-    pass
 
 
 def save(path: str | Path, state: dict, meta: dict) -> None:

@@ -1,6 +1,6 @@
 """Loss terms and their balance.
 
-- Huber on standardised targets (labelled cells only).
+- Huber on standardised targets (labelled cells only), or a Huber/MSE hybrid.
 - Pairwise logistic rank loss over the labelled targets of each date, weighted by |y_i - y_j|.
 - L1 on the feature gate, its weight ramped from zero over the first epochs.
 
@@ -16,6 +16,11 @@ import torch.nn.functional as F
 def huber(forecast: torch.Tensor, y: torch.Tensor, have: torch.Tensor, delta: float) -> torch.Tensor:
     loss = F.huber_loss(forecast, torch.where(have, y, forecast.detach()), reduction="none", delta=delta)
     return (loss * have).sum() / have.sum().clamp(min=1)
+
+
+def mse(forecast: torch.Tensor, y: torch.Tensor, have: torch.Tensor) -> torch.Tensor:
+    err = torch.where(have, forecast - y, torch.zeros_like(forecast))
+    return (err**2).sum() / have.sum().clamp(min=1)
 
 
 def pairwise_rank(score: torch.Tensor, y: torch.Tensor, have: torch.Tensor) -> torch.Tensor:

@@ -114,6 +114,9 @@ class SpreadTransformer(nn.Module):
         self.register_buffer("steps", torch.linspace(0.0, 1.0, cfg.history), persistent=False)
 
     def encode(self, x: torch.Tensor, missing: torch.Tensor) -> torch.Tensor:
+        return self.norm(self._blocks(x, missing)[:, -1])                 # (B, C)
+
+    def _blocks(self, x: torch.Tensor, missing: torch.Tensor) -> torch.Tensor:
         L = x.shape[1]
         h = self.input(torch.cat([self.gate(x), missing], dim=-1))        # (B, L, C)
         h = h + self.time_proj(self.time2vec(self.steps[-L:]))
@@ -124,7 +127,14 @@ class SpreadTransformer(nn.Module):
                 h = checkpoint(block, h, use_reentrant=False)
             else:
                 h = block(h)
-        return self.norm(h[:, -1])                                         # (B, C)
+        return h                                                           # (B, L, C)
+
+    def activations(self, x: torch.Tensor, missing: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Encoder output, head input and head output, for diagnostics."""
+        encoded = self._blocks(x, missing)[:, -1]
+        head_in = self.norm(encoded)
+        return {"encoder_out": encoded, "head_in": head_in,
+                "head_out": self.head(head_in) + self.skip(self.gate(x[:, -1]))}
 
     def forward(self, x: torch.Tensor, missing: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         out = self.head(self.encode(x, missing)) + self.skip(self.gate(x[:, -1]))   # (B, 2T)

@@ -8,7 +8,9 @@ checkpoint selection on it; `best` and `last` checkpoints; dvclive logging per e
 from __future__ import annotations
 
 import contextlib
+import json
 import math
+import shutil
 import sys
 import warnings
 from dataclasses import dataclass
@@ -19,6 +21,7 @@ import torch
 from tqdm import tqdm
 
 from spreadcast.config import TrainConfig
+from spreadcast.errors import CheckpointError, CollapseError
 from spreadcast.evaluation import metric
 from spreadcast.features.windows import Windows
 from spreadcast.io import sha256_bytes, sha256_file
@@ -26,10 +29,6 @@ from spreadcast.model import checkpoint, losses
 from spreadcast.model.net import SpreadTransformer
 
 COLLAPSE_STD = 1e-6   # cross-target spread of standardised forecasts below this: collapsed
-
-
-class CollapseError(RuntimeError):
-    pass
 
 
 @dataclass
@@ -105,9 +104,38 @@ def _param_groups(model: torch.nn.Module, weight_decay: float, gate_lr_mult: flo
             {"params": gate, "weight_decay": 0.0, "lr_mult": gate_lr_mult}]
 
 
+def _resumable(out: Path, run_meta: dict) -> dict | None:
+    """The `last` checkpoint in `out` if it belongs to this very run (same config and data)."""
+    if not (out / "last.json").is_file():
+        return None
+    try:
+        state, saved = checkpoint.load(out / "last")
+    except CheckpointError as exc:
+        print(f"  not resuming: {exc}", flush=True)
+        return None
+    same = all(json.loads(json.dumps(v)) == saved.get(k) for k, v in run_meta.items())
+    if not same or "progress" not in state:
+        print(f"  not resuming: {out / 'last'} belongs to another configuration or data", flush=True)
+        return None
+    return state
+
+
+def activation_stats(model: SpreadTransformer, x: torch.Tensor, m: torch.Tensor) -> dict:
+    """Mean, std, min and max of the encoder output, head input and head output."""
+    with torch.no_grad():
+        acts = model.activations(x, m)
+    return {f"act_{name}_{stat}": float(getattr(t.float(), stat)())
+            for name, t in acts.items() for stat in ("mean", "std", "min", "max")}
+
+
 def fit(model: SpreadTransformer, data: HeadData, cfg: TrainConfig, out: Path, meta: dict,
         live=None, epochs: int | None = None, lr: float | None = None) -> dict:
-    """Train `model`, writing `best`/`last` checkpoints into `out`; returns the summary."""
+    """Train `model`, writing `best`/`last` checkpoints into `out`; returns the summary.
+
+    If `out` holds a `last` checkpoint of the same run (config, data, epochs and learning
+    rate), training continues from it: same epoch, optimiser, scaler and RNG states, so the
+    result equals that of an uninterrupted run.
+    """
     epochs = cfg.epochs if epochs is None else epochs
     base_lr = cfg.lr if lr is None else lr
     device = next(model.parameters()).device
@@ -119,28 +147,46 @@ def fit(model: SpreadTransformer, data: HeadData, cfg: TrainConfig, out: Path, m
     total = epochs * steps_per_epoch
     warmup = cfg.warmup_epochs * steps_per_epoch
     rank_scale = data.target_scale / data.target_scale.mean()
+    run_meta = {**meta, "fit": {"epochs": epochs, "lr": base_lr}}
 
-    def terms(rows: np.ndarray, epoch: int):
+    def terms(rows: np.ndarray):
         x, m, y = data.windows.batch(rows)
         x, m, y = x.to(device), m.to(device), y.to(device)
         have = ~torch.isnan(y)
         with autocast():
             forecast, score = model(x, m)
         forecast, score = forecast.float(), score.float()
-        return (losses.huber(forecast, y, have, cfg.huber_delta),
-                losses.pairwise_rank(score, y * rank_scale.to(device), have),
+        regression = losses.huber(forecast, y, have, cfg.huber_delta)
+        if cfg.regression_loss == "hybrid":
+            regression = 0.5 * regression + 0.5 * losses.mse(forecast, y, have)
+        return (regression, losses.pairwise_rank(score, y * rank_scale.to(device), have),
                 losses.gate_l1(model.gate.values()))
 
-    # Normalise each task by its magnitude at the start, so neither silences the other.
-    with torch.no_grad():
-        model.train()
-        probe = data.train_rows[:min(n, 4 * cfg.batch_size)]
-        h0, r0, _ = terms(probe, 0)
+    resumed = _resumable(out, run_meta)
+    if resumed is not None:
+        progress = resumed["progress"]
+        model.load_state_dict(resumed["model"])
+        optimizer.load_state_dict(resumed["optimizer"])
+        scaler.load_state_dict(resumed["scaler"])
+        generator.set_state(resumed["generator"])
+        torch.set_rng_state(resumed["rng"])
+        norm = tuple(progress["norm"])
+        best, best_epoch, stale = progress["best"], progress["best_epoch"], progress["stale"]
+        history, start, step = list(progress["history"]), progress["epoch"], progress["step"]
+        print(f"  resuming after epoch {start} from {out / 'last.pt'}", flush=True)
+        for record in history:
+            _log(live, record)
+    else:
+        # Normalise each task by its magnitude at the start, so neither silences the other.
+        with torch.no_grad():
+            model.train()
+            h0, r0, _ = terms(data.train_rows[:min(n, 4 * cfg.batch_size)])
         norm = (max(h0.item(), 1e-8), max(r0.item(), 1e-8))
+        best, best_epoch, stale, history, start, step = -math.inf, -1, 0, [], 0, 0
 
-    best, best_epoch, history, stale = -math.inf, -1, [], 0
-    step = 0
-    for epoch in range(epochs):
+    for epoch in range(start, epochs):
+        if stale >= cfg.patience:
+            break
         model.train()
         gw = losses.gate_weight(cfg.gate_l1, epoch, cfg.gate_warmup_epochs)
         order = data.train_rows[torch.randperm(n, generator=generator).numpy()]
@@ -152,7 +198,7 @@ def fit(model: SpreadTransformer, data: HeadData, cfg: TrainConfig, out: Path, m
             lr_now = lr_at(step, total, warmup, base_lr, cfg.schedule)
             for group in optimizer.param_groups:
                 group["lr"] = lr_now * group["lr_mult"]
-            h, r, g = terms(rows, epoch)
+            h, r, g = terms(rows)
             weighted = torch.stack([h / norm[0], cfg.rank_weight * r / norm[1], gw * g])
             loss = weighted.sum()
             optimizer.zero_grad(set_to_none=True)
@@ -169,47 +215,62 @@ def fit(model: SpreadTransformer, data: HeadData, cfg: TrainConfig, out: Path, m
         gates = model.gate.values().detach().cpu()
         record = {
             "epoch": epoch + 1, "loss": float(parts.sum()),
-            "loss_huber": float(parts[0]), "loss_rank": float(parts[1]), "loss_gate": float(parts[2]),
+            "loss_regression": float(parts[0]), "loss_rank": float(parts[1]), "loss_gate": float(parts[2]),
             **{f"share_{k}": float(v / max(parts.sum(), 1e-12))
-               for k, v in zip(("huber", "rank", "gate"), parts)},
+               for k, v in zip(("regression", "rank", "gate"), parts)},
             "val_sharpe": val["sharpe"], "val_ic": val["ic_mean"],
             "val_pred_spread": val["pred_spread"], "val_collapsed_days": val["collapsed_days"],
             "gate_mean": float(gates.mean()), "gate_sparsity": float((gates < 0.1).float().mean()),
             "lr": lr_at(max(step - 1, 0), total, warmup, base_lr, cfg.schedule),
         }
+        if cfg.activation_stats:
+            x, m, _ = data.windows.batch(data.val_rows[:cfg.batch_size])
+            model.eval()
+            record.update(activation_stats(model, x.to(device), m.to(device)))
         history.append(record)
         if val["collapsed_days"]:
             warnings.warn(f"epoch {epoch + 1}: forecasts collapsed on {val['collapsed_days']} validation days")
         print(f"  epoch {epoch + 1:>3}/{epochs}  loss {record['loss']:.4f} "
-              f"(huber {record['share_huber']:.0%}, rank {record['share_rank']:.0%}, gate {record['share_gate']:.0%})"
-              f"  val sharpe {val['sharpe']:+.3f}  ic {val['ic_mean']:+.4f}", flush=True)
-        if live is not None:
-            for key, value in record.items():
-                if key != "epoch" and value is not None and np.isfinite(value):
-                    live.log_metric(key, value)
-            live.next_step()
-        state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch + 1}
+              f"(regression {record['share_regression']:.0%}, rank {record['share_rank']:.0%}, "
+              f"gate {record['share_gate']:.0%})  val sharpe {val['sharpe']:+.3f}  ic {val['ic_mean']:+.4f}",
+              flush=True)
+        _log(live, record)
         score = val["sharpe"] if np.isfinite(val["sharpe"]) else -math.inf
         if score > best:
             best, best_epoch, stale = score, epoch + 1, 0
             checkpoint.save(out / "best", {"model": model.state_dict(), "epoch": epoch + 1},
-                            {**meta, "epoch": epoch + 1, "val_sharpe": score})
+                            {**run_meta, "epoch": epoch + 1, "val_sharpe": score})
         else:
             stale += 1
-        checkpoint.save(out / "last", state, {**meta, "epoch": epoch + 1, "val_sharpe": score})
+        progress = {"epoch": epoch + 1, "step": step, "norm": list(norm), "best": best,
+                    "best_epoch": best_epoch, "stale": stale, "history": history}
+        checkpoint.save(out / "last", {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                                       "scaler": scaler.state_dict(), "generator": generator.get_state(),
+                                       "rng": torch.get_rng_state(), "progress": progress},
+                        {**run_meta, "epoch": epoch + 1, "val_sharpe": score})
         if stale >= cfg.patience:
             print(f"  early stop: no validation gain for {cfg.patience} epochs", flush=True)
-            break
     if best_epoch < 0:
         checkpoint.save(out / "best", {"model": model.state_dict(), "epoch": len(history)},
-                        {**meta, "epoch": len(history), "val_sharpe": None})
+                        {**run_meta, "epoch": len(history), "val_sharpe": None})
     best_state, _ = checkpoint.load(out / "best")
     model.load_state_dict(best_state["model"])
     final = evaluate_head(model, data, data.val_rows, cfg.batch_size, autocast)
+    collapsed = sum(1 for r in history if r["val_collapsed_days"])
     if final["pred_spread"] < COLLAPSE_STD:
         raise CollapseError(f"final model collapsed: median cross-target spread of forecasts "
                             f"{final['pred_spread']:.2e} < {COLLAPSE_STD:.0e} on validation")
-    return {"best_epoch": best_epoch, "epochs_run": len(history), "val": final, "history": history}
+    return {"best_epoch": best_epoch, "epochs_run": len(history), "val": final, "history": history,
+            "collapsed_epochs": collapsed}
+
+
+def _log(live, record: dict) -> None:
+    if live is None:
+        return
+    for key, value in record.items():
+        if key != "epoch" and value is not None and np.isfinite(value):
+            live.log_metric(key, value)
+    live.next_step()
 
 
 def head_data(tensors, lag: int, feature_names: list[str] | None = None) -> HeadData:
@@ -244,3 +305,10 @@ def open_live(folder: Path):
     except Exception as exc:  # dvclive surfaces git/DVC problems as several types
         warnings.warn(f"dvclive disabled: {str(exc).splitlines()[0]}")
         return None
+
+
+def move_checkpoints(work: Path, out: Path) -> None:
+    """Move every checkpoint file from the working folder into the output, then drop the folder."""
+    for path in sorted(work.glob("*.pt")) + sorted(work.glob("*.json")):
+        shutil.move(str(path), out / path.name)
+    shutil.rmtree(work, ignore_errors=True)

@@ -1,0 +1,97 @@
+"""The training loop: determinism, resume after an interruption, AMP on CPU, diagnostics."""
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from spreadcast.config import TrainConfig
+from spreadcast.errors import CollapseError
+from spreadcast.features.windows import Windows
+from spreadcast.model.net import ModelConfig, SpreadTransformer
+from spreadcast.training import loop
+
+CFG = TrainConfig(d_model=16, n_heads=2, n_layers=1, epochs=4, batch_size=16, lr=3e-3, patience=10,
+                  warmup_epochs=1, gate_warmup_epochs=1)
+
+
+def make_data(seed=0, days=160, features=6, targets=5, history=6):
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((days, features)).astype(np.float32)
+    signal = x[:, :1] @ rng.standard_normal((1, targets))
+    y = (signal + rng.standard_normal((days, targets))).astype(np.float32)
+    y[rng.random(y.shape) < 0.1] = np.nan
+    windows = Windows(torch.from_numpy(x), torch.zeros(days, features), torch.from_numpy(y), history)
+    rows = np.arange(history - 1, days)
+    return loop.HeadData(windows=windows, train_rows=rows[:100], val_rows=rows[110:],
+                         target_scale=torch.ones(targets), raw_labels=y.astype(np.float64))
+
+
+def make_model(cfg=CFG, features=6, targets=5, history=6):
+    torch.manual_seed(cfg.seed)
+    return SpreadTransformer(ModelConfig(n_features=features, n_targets=targets, history=history,
+                                         d_model=cfg.d_model, n_heads=cfg.n_heads, n_layers=cfg.n_layers))
+
+
+def run(tmp_path, cfg=CFG, name="run"):
+    model = make_model(cfg)
+    summary = loop.fit(model, make_data(), cfg, tmp_path / name, {"model": model.cfg.to_dict()})
+    return summary
+
+
+def strip(history):
+    return [{k: v for k, v in r.items()} for r in history]
+
+
+def test_deterministic_by_seed(tmp_path):
+    a, b = run(tmp_path, name="a"), run(tmp_path, name="b")
+    assert strip(a["history"]) == strip(b["history"])
+    assert a["val"] == b["val"]
+    assert len(a["history"]) == CFG.epochs
+    assert {"share_regression", "share_rank", "share_gate", "val_sharpe", "gate_sparsity"} <= set(a["history"][0])
+    shares = a["history"][-1]
+    assert shares["share_regression"] + shares["share_rank"] + shares["share_gate"] == pytest.approx(1.0)
+
+
+def test_resume_after_interruption_reaches_same_result(tmp_path, monkeypatch):
+    reference = run(tmp_path, name="reference")
+    original = loop.evaluate_head
+    calls = {"n": 0}
+
+    def crash_in_third_epoch(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt("killed")
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(loop, "evaluate_head", crash_in_third_epoch)
+    with pytest.raises(KeyboardInterrupt):
+        run(tmp_path, name="interrupted")
+    monkeypatch.setattr(loop, "evaluate_head", original)
+    resumed = run(tmp_path, name="interrupted")
+    assert strip(resumed["history"]) == strip(reference["history"])
+    assert resumed["val"] == reference["val"]
+
+
+def test_no_resume_from_another_configuration(tmp_path, capsys):
+    run(tmp_path, name="x")
+    other = dataclasses.replace(CFG, lr=1e-3)
+    summary = run(tmp_path, cfg=other, name="x")
+    assert "not resuming" in capsys.readouterr().out
+    assert len(summary["history"]) == other.epochs
+
+
+def test_amp_bf16_on_cpu_and_activation_stats(tmp_path):
+    cfg = dataclasses.replace(CFG, amp=True, epochs=2, activation_stats=True, regression_loss="hybrid")
+    summary = run(tmp_path, cfg=cfg)
+    record = summary["history"][-1]
+    assert np.isfinite(record["loss"])
+    for key in ("act_encoder_out_std", "act_head_in_mean", "act_head_out_max"):
+        assert np.isfinite(record[key])
+
+
+def test_collapsed_model_fails_with_clear_message(tmp_path, monkeypatch):
+    monkeypatch.setattr(loop, "predict", lambda model, windows, rows, *a, **k: np.zeros((len(rows), 5)))
+    with pytest.raises(CollapseError, match="final model collapsed"), \
+            pytest.warns(UserWarning, match="epoch 1: forecasts collapsed on 45 validation days"):
+        run(tmp_path, cfg=dataclasses.replace(CFG, epochs=1))
