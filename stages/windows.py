@@ -6,7 +6,6 @@ usage: python stages/windows.py --data artifacts/data --features artifacts/featu
 from pathlib import Path
 
 import numpy as np
-import polars as pl
 
 from spreadcast import cli, config
 from spreadcast.data.ingest import load_ingested
@@ -22,13 +21,12 @@ def main() -> None:
     args = p.parse_args()
     cfg = config.load("windows", args.params)
 
-    data = load_ingested(args.data)
+    data = load_ingested(args.data, prices=False)
     scaler = scaling.Scaler.from_dict(read_json(Path(args.scaling) / "scaling.json"))
-    matrix = pl.read_parquet(Path(args.features) / "features.parquet").select(scaler.features).to_numpy()
     splits = make_splits(np.isfinite(data.labels).any(axis=1), cfg, data.max_lag)
-    scaled = scaler.transform(matrix)
+    scaled, missing = scaler.transform_parquet(Path(args.features) / "features.parquet")
     with atomic_dir(args.out) as tmp:
-        windows.export(tmp, features=scaled, labels=data.labels / scaler.target_scale,
+        windows.export(tmp, features=scaled, missing=missing, labels=data.labels / scaler.target_scale,
                        raw_labels=data.labels, date_ids=data.date_ids, splits=splits)
         write_json(tmp / "meta.json", {
             "features": scaler.features,

@@ -103,3 +103,31 @@ def test_windows_are_views_matching_explicit_slices():
     assert xb.shape == (3, 7, 3)
     torch.testing.assert_close(xb[1], x[14:21])
     torch.testing.assert_close(yb[2], y[49])
+
+
+def test_transform_parquet_matches_in_memory_transform(tmp_path):
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((50, 5)) * 3
+    x[rng.random(x.shape) < 0.2] = np.nan
+    names = [f"f{i}" for i in range(5)]
+    pl.DataFrame({n: x[:, i] for i, n in enumerate(names)}).write_parquet(tmp_path / "f.parquet")
+    s = scaling.fit(x, names, rng.standard_normal((50, 1)), ["t"], ScaleConfig(clip=1.5))
+    values, missing = s.transform_parquet(tmp_path / "f.parquet", chunk=2)
+    expected = s.transform(x)
+    np.testing.assert_array_equal(missing.astype(bool), np.isnan(x))
+    np.testing.assert_allclose(values, np.nan_to_num(expected).astype(np.float32))
+
+
+def test_prescreen_groups_a_columns_features():
+    rng = np.random.default_rng(4)
+    n = 500
+    y = rng.standard_normal((n, 2))
+    strong = y[:, 0] + 0.3 * rng.standard_normal(n)
+    weak_sibling = rng.standard_normal(n)            # same source column, no signal of its own
+    other = y[:, 1] + 1.5 * rng.standard_normal(n)
+    feats = np.column_stack([strong, weak_sibling, other])
+    names = ["A__ret5", "A__ret1", "B__ret5"]
+    grouped, _ = prescreen(feats, names, y, PrescreenConfig(top_k=2, group_by_column=True))
+    plain, _ = prescreen(feats, names, y, PrescreenConfig(top_k=2, group_by_column=False))
+    assert grouped == ["A__ret5", "A__ret1"]
+    assert plain == ["A__ret5", "B__ret5"]

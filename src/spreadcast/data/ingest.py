@@ -122,10 +122,11 @@ class Ingested:
         return max(t.lag for t in self.targets)
 
 
-def load_ingested(folder: str | Path) -> Ingested:
+def load_ingested(folder: str | Path, prices: bool = True) -> Ingested:
+    """The ingest outputs; with `prices=False` the price table holds only its date_id column."""
     folder = Path(folder)
     registry = read_json(folder / "registry.json")
-    prices = pl.read_parquet(folder / "prices.parquet")
+    prices = pl.read_parquet(folder / "prices.parquet", columns=None if prices else [DATE])
     targets = [Target(**t) for t in registry["targets"]]
     names = [t.name for t in targets]
     labels = prices.select(DATE).join(pl.read_parquet(folder / "labels.parquet"), on=DATE, how="left")

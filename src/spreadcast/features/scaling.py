@@ -10,6 +10,7 @@ import warnings
 from dataclasses import dataclass
 
 import numpy as np
+import polars as pl
 
 from spreadcast.config import ScaleConfig
 
@@ -26,8 +27,30 @@ class Scaler:
 
     def transform(self, values: np.ndarray) -> np.ndarray:
         """Scale a (rows x features) matrix in registry order; NaN stays NaN."""
-        out = (values - self.center) / self.scale
-        return np.clip(out, -self.clip, self.clip)
+        return self.transform_block(np.array(values, dtype=np.float64), slice(None))
+
+    def transform_parquet(self, path, chunk: int = 256) -> tuple[np.ndarray, np.ndarray]:
+        """Scale the registry's columns of a parquet file a block of columns at a time.
+
+        Returns float32 values with missing cells at 0 and a uint8 missing mask, so peak memory
+        stays near the size of the two outputs rather than several float64 copies of the table.
+        """
+        n = pl.scan_parquet(path).select(pl.len()).collect().item()
+        values = np.empty((n, len(self.features)), dtype=np.float32)
+        missing = np.empty((n, len(self.features)), dtype=np.uint8)
+        for start in range(0, len(self.features), chunk):
+            cols = slice(start, start + chunk)
+            block = pl.read_parquet(path, columns=self.features[cols]).to_numpy().astype(np.float64, copy=False)
+            block = self.transform_block(block, cols)
+            gap = np.isnan(block)
+            block[gap] = 0.0
+            values[:, cols] = block
+            missing[:, cols] = gap
+        return values, missing
+
+    def transform_block(self, block: np.ndarray, cols: slice) -> np.ndarray:
+        block = (block - self.center[cols]) / self.scale[cols]
+        return np.clip(block, -self.clip, self.clip, out=block)
 
     def to_dict(self) -> dict:
         return {"method": self.method, "clip": self.clip, "features": self.features,

@@ -67,14 +67,17 @@ class Tensors:
         return np.array([index[int(d)] for d in date_ids], dtype=np.int64)
 
 
-def export(folder, *, features: np.ndarray, labels: np.ndarray, raw_labels: np.ndarray,
+def export(folder, *, features: np.ndarray, missing: np.ndarray, labels: np.ndarray, raw_labels: np.ndarray,
            date_ids: np.ndarray, splits: Splits) -> None:
-    """Write the tensors as .npy files (no pickle) into `folder`."""
+    """Write the tensors as .npy files (no pickle) into `folder`.
+
+    `features` are scaled float32 with missing cells at 0, `missing` the uint8 mask of them.
+    """
     save_arrays(folder,
-                features=np.nan_to_num(features, nan=0.0).astype(np.float32),
-                missing=np.isnan(features).astype(np.uint8),
+                features=features.astype(np.float32, copy=False),
+                missing=missing.astype(np.uint8, copy=False),
                 labels=labels.astype(np.float32),
-                raw_labels=raw_labels.astype(np.float64),
+                raw_labels=raw_labels.astype(np.float64, copy=False),
                 date_ids=date_ids.astype(np.int64),
                 train_rows=splits.train, val_rows=splits.val, holdout_rows=splits.holdout)
 
