@@ -34,7 +34,8 @@ def main() -> None:
     write_json(args.metrics, {
         "lag": args.lag, "features": summary["features"], "kept_unpruned": summary["kept_unpruned"],
         "unpruned_val_sharpe": summary["unpruned_val"]["sharpe"],
-        "finetuned_val_sharpe": summary["finetuned_val"]["sharpe"], "epochs_run": summary["epochs_run"]})
+        "finetuned_val_sharpe": summary["finetuned_val"]["sharpe"], "epochs_run": summary["epochs_run"],
+        "features_dropped": len(summary["load"]["features"]["dropped"])})
 
 
 if __name__ == "__main__":

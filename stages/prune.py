@@ -26,7 +26,10 @@ def main() -> None:
     with atomic_dir(args.out) as tmp:
         write_json(tmp / "registry.json", {"lag": args.lag, "policy": cfg.policy, "features": kept})
         write_json(tmp / "report.json", report)
-        pl.DataFrame(report).with_columns(pl.col("kept").cast(pl.Int8)).write_csv(tmp / "gates.csv")
+        # sorted gate magnitudes as two series, kept and dropped, for `dvc plots show`
+        pl.DataFrame({"rank": [r["rank"] for r in report],
+                      "kept": [r["gate"] if r["kept"] else 0.0 for r in report],
+                      "dropped": [0.0 if r["kept"] else r["gate"] for r in report]}).write_csv(tmp / "gates.csv")
     print(f"prune lag {args.lag}: {len(kept)} of {len(meta['features'])} features kept ({cfg.policy})")
 
 

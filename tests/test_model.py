@@ -75,16 +75,6 @@ def test_checkpoint_round_trip_and_refusals(tmp_path):
         checkpoint.load(tmp_path / "best")
 
 
-def test_remap_inputs_by_name():
-    model = tiny_model()
-    state = model.state_dict()
-    new = checkpoint.remap_inputs(state, list("abcdef"), ["c", "a", "new"])
-    assert new["input.weight"].shape == (16, 6)
-    torch.testing.assert_close(new["input.weight"][:, 0], state["input.weight"][:, 2])
-    torch.testing.assert_close(new["input.weight"][:, 4], state["input.weight"][:, 6])     # mask of 'a'
-    assert (new["input.weight"][:, 2] == 0).all() and new["gate.logit"][1] == state["gate.logit"][0]
-
-
 @pytest.mark.parametrize("policy,expected", [("threshold", ["a", "c"]), ("top_k", ["a", "c", "d"]),
                                              ("mass", ["a", "c", "d"])])
 def test_prune_policies(policy, expected):

@@ -274,9 +274,14 @@ class FinetuneConfig:
     epochs: int = 10
     lr: float = 1e-4
     tolerance: float = 0.05
+    warmup_epochs: int = 2
+    unfreeze: Literal["staged", "all"] = "staged"
+    init: Literal["zero", "normal", "kaiming"] = "zero"
+    rescale: bool = False
 
     def validate(self, s: str) -> None:
         _require(self.epochs >= 1, f"{s}.epochs", "must be at least 1")
+        _require(self.warmup_epochs >= 0, f"{s}.warmup_epochs", "must be >= 0")
         _require(0.0 < self.lr < 1.0, f"{s}.lr", "must be in (0, 1)")
         _require(self.tolerance >= 0.0, f"{s}.tolerance", "must be >= 0")
 

@@ -51,24 +51,99 @@ def build_model(meta: dict) -> SpreadTransformer:
     return SpreadTransformer(ModelConfig(**meta["model"]))
 
 
-# Parameters with a per-feature axis: name -> (axis, blocks laid out along it, value for new features).
-# The input projection sees [gated values, missing mask], so its feature axis holds two blocks.
-FEATURE_AXES = {"gate.logit": (0, 1, 2.0), "input.weight": (1, 2, 0.0), "skip.weight": (1, 1, 0.0)}
+# Architecture fields that must agree before any weight is copied. n_features and n_targets may
+# differ: those axes are remapped by name.
+ARCH_FIELDS = ("history", "d_model", "n_heads", "n_layers", "ff_mult", "time2vec_dim", "positional")
+
+# Parameters with a per-feature axis: name -> (axis, blocks laid out along it). The input
+# projection sees [gated values, missing mask], so its feature axis holds two blocks.
+FEATURE_AXES = {"gate.logit": (0, 1), "input.weight": (1, 2), "skip.weight": (1, 1)}
+# Parameters with a per-target axis: the head emits [forecast, score], two blocks of targets.
+TARGET_AXES = {"head.weight": (0, 2), "head.bias": (0, 2), "skip.weight": (0, 2)}
+INIT_POLICIES = ("zero", "normal", "kaiming")
 
 
-def remap_inputs(state: dict, old_features: list[str], new_features: list[str]) -> dict:
-    """Copy per-feature weights of features kept by name; new features start at the fill value."""
-    index = {f: i for i, f in enumerate(old_features)}
-    n_old, n_new = len(old_features), len(new_features)
-    pairs = [(j, index[f]) for j, f in enumerate(new_features) if f in index]
+def check_compatible(saved: dict, model_cfg: dict, where: str) -> None:
+    """Fail before touching any weight if an architecture field differs."""
+    for name in ARCH_FIELDS:
+        if saved.get(name) != model_cfg.get(name):
+            raise CheckpointError(f"{where}: architecture field {name!r} differs: checkpoint has "
+                                  f"{saved.get(name)!r}, the model has {model_cfg.get(name)!r}")
+
+
+def describe(old: list[str], new: list[str]) -> dict:
+    """Kept, dropped and added names, and whether the kept ones changed order."""
+    old_set, new_set = set(old), set(new)
+    kept_old = [n for n in old if n in new_set]
+    kept_new = [n for n in new if n in old_set]
+    return {"kept": len(kept_new), "dropped": [n for n in old if n not in new_set],
+            "added": [n for n in new if n not in old_set], "reordered": kept_old != kept_new}
+
+
+def _remap_axis(tensor: torch.Tensor, axis: int, blocks: int, old: list[str], new: list[str],
+                fill) -> torch.Tensor:
+    index = {f: i for i, f in enumerate(old)}
+    moved = tensor.movedim(axis, 0)
+    out = fill((blocks * len(new), *moved.shape[1:]), moved.dtype)
+    for b in range(blocks):
+        for j, name in enumerate(new):
+            i = index.get(name)
+            if i is not None:
+                out[b * len(new) + j] = moved[b * len(old) + i]
+    return out.movedim(0, axis).contiguous()
+
+
+def _filler(name: str, policy: str, fan_in: int):
+    """New rows: the gate opens at its usual start; weights by the chosen policy."""
+    def fill(shape, dtype):
+        if name == "gate.logit":
+            return torch.full(shape, 2.0, dtype=dtype)
+        if policy == "zero" or name.endswith("bias"):
+            return torch.zeros(shape, dtype=dtype)
+        if policy == "normal":
+            return 0.02 * torch.randn(shape, dtype=dtype)
+        bound = (6.0 / max(1, fan_in)) ** 0.5 / 2 ** 0.5      # kaiming-uniform, gain for linear
+        return (torch.rand(shape, dtype=dtype) * 2 - 1) * bound
+    return fill
+
+
+def remap(state: dict, old_features: list[str], new_features: list[str], old_targets: list[str],
+          new_targets: list[str], init: str = "zero", rescale: bool = False) -> dict:
+    """Map per-feature and per-target weights by name; other weights are copied as they are.
+
+    Kept rows and columns are copied, dropped ones removed, new ones initialised by `init`.
+    With `rescale`, copied input-projection weights are scaled by sqrt(old / new inputs) so the
+    projection keeps its output scale when the number of inputs changes.
+    """
+    if init not in INIT_POLICIES:
+        raise CheckpointError(f"init policy {init!r} is not one of {list(INIT_POLICIES)}")
     out = dict(state)
-    for name, (axis, blocks, fill) in FEATURE_AXES.items():
-        if name not in state:
-            continue
-        old = state[name].movedim(axis, 0)
-        new = torch.full((blocks * n_new, *old.shape[1:]), fill, dtype=old.dtype)
-        for b in range(blocks):
-            for j, i in pairs:
-                new[b * n_new + j] = old[b * n_old + i]
-        out[name] = new.movedim(0, axis).contiguous()
+    for name, (axis, blocks) in FEATURE_AXES.items():
+        if name in out:
+            fan_in = out[name].shape[1 - axis] if out[name].ndim == 2 else 1
+            out[name] = _remap_axis(out[name], axis, blocks, old_features, new_features,
+                                    _filler(name, init, fan_in))
+    if rescale and len(new_features) and "input.weight" in out:
+        out["input.weight"] = out["input.weight"] * (len(old_features) / len(new_features)) ** 0.5
+    for name, (axis, blocks) in TARGET_AXES.items():
+        if name in out:
+            fan_in = out[name].shape[1] if out[name].ndim == 2 else 1
+            out[name] = _remap_axis(out[name], axis, blocks, old_targets, new_targets,
+                                    _filler(name, init, fan_in))
     return out
+
+
+def load_into(path: str | Path, model: SpreadTransformer, features: list[str], targets: list[str],
+              init: str = "zero", rescale: bool = False) -> dict:
+    """Load a checkpoint into `model` (whose inputs/targets may differ) by name; returns the
+    load summary: architecture and the input and output differences."""
+    state, meta = load(path)
+    model_cfg = model.cfg.to_dict()
+    check_compatible(meta["model"], model_cfg, str(Path(path).with_suffix(".pt")))
+    remapped = remap(state["model"], meta["features"], features, meta["targets"], targets, init, rescale)
+    model.load_state_dict(remapped)
+    return {"checkpoint": str(Path(path).with_suffix(".pt")),
+            "architecture": {k: model_cfg[k] for k in ARCH_FIELDS},
+            "features": describe(meta["features"], features),
+            "targets": describe(meta["targets"], targets),
+            "init": init, "rescale": rescale}

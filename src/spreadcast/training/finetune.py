@@ -1,7 +1,11 @@
 """Fine-tune a lag head on its pruned inputs, keeping the unpruned model if that is better.
 
-The reduced model is built from the trained checkpoint's config with fewer inputs, its
-weights are copied by feature name, and a fresh optimiser and schedule are built by `fit`.
+The reduced model is built from the trained checkpoint's architecture with the pruned inputs
+(and the current targets), its weights are mapped by name (`checkpoint.load_into`), and `fit`
+builds a fresh optimiser, schedule and grad scaler, so no moment is stale or missing.
+IO warm-up: for the first `warmup_epochs` the backbone is frozen while the gate, the input
+projection and the heads adapt; then blocks are unfrozen from the top, one more per epoch
+(`unfreeze: staged`), or all at once (`unfreeze: all`).
 """
 from __future__ import annotations
 
@@ -11,9 +15,31 @@ from pathlib import Path
 import torch
 
 from spreadcast.config import FinetuneConfig, TrainConfig
+from spreadcast.io import write_json
 from spreadcast.model import checkpoint
 from spreadcast.model.net import ModelConfig, SpreadTransformer
 from spreadcast.training.loop import evaluate_head, fit, head_data
+
+
+def io_warmup(cfg: FinetuneConfig):
+    """The per-epoch freezing schedule of the backbone."""
+    def apply(epoch: int, model: SpreadTransformer) -> None:
+        blocks = list(model.blocks)
+        if epoch < cfg.warmup_epochs:
+            open_blocks = 0
+        elif cfg.unfreeze == "staged":
+            open_blocks = min(len(blocks), epoch - cfg.warmup_epochs + 1)
+        else:
+            open_blocks = len(blocks)
+        for i, block in enumerate(blocks):
+            block.requires_grad_(i >= len(blocks) - open_blocks)
+        lower_open = open_blocks == len(blocks)
+        for part in (model.time2vec, model.time_proj):
+            part.requires_grad_(lower_open)
+        if model.position is not None:
+            model.position.requires_grad_(lower_open)
+        model.norm.requires_grad_(open_blocks > 0)
+    return apply
 
 
 def finetune(trained: Path, kept: list[str], tensors, lag: int, train_cfg: TrainConfig,
@@ -24,13 +50,25 @@ def finetune(trained: Path, kept: list[str], tensors, lag: int, train_cfg: Train
     unpruned = evaluate_head(old, head_data(tensors, lag, meta["features"]), tensors.splits.val,
                              train_cfg.batch_size)
 
-    mcfg = dataclasses.replace(ModelConfig(**meta["model"]), n_features=len(kept))
+    targets = [tensors.target_names[j] for j in tensors.head(lag)]
+    mcfg = dataclasses.replace(ModelConfig(**meta["model"]), n_features=len(kept), n_targets=len(targets))
     torch.manual_seed(train_cfg.seed)
     model = SpreadTransformer(mcfg)
-    model.load_state_dict(checkpoint.remap_inputs(state["model"], meta["features"], kept))
-    new_meta = {**meta, "model": mcfg.to_dict(), "features": kept}
-    summary = fit(model, head_data(tensors, lag, kept), train_cfg, out, new_meta,
-                  live=live, epochs=cfg.epochs, lr=cfg.lr)
+    loaded = checkpoint.load_into(trained / "best", model, kept, targets, cfg.init, cfg.rescale)
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / "load_summary.json", loaded)
+    f, t = loaded["features"], loaded["targets"]
+    print(f"  loaded {loaded['checkpoint']}: features kept {f['kept']}, dropped {len(f['dropped'])}, "
+          f"added {len(f['added'])}{', reordered' if f['reordered'] else ''}; targets kept {t['kept']}, "
+          f"dropped {len(t['dropped'])}, added {len(t['added'])}{', reordered' if t['reordered'] else ''}",
+          flush=True)
+    groups = None
+    if t["added"]:
+        new = torch.tensor([name in set(t["added"]) for name in targets])
+        groups = {"kept": ~new, "new": new}
+    new_meta = {**meta, "model": mcfg.to_dict(), "features": kept, "targets": targets}
+    summary = fit(model, head_data(tensors, lag, kept), train_cfg, out, new_meta, live=live,
+                  epochs=cfg.epochs, lr=cfg.lr, on_epoch=io_warmup(cfg), groups=groups)
     pruned = summary["val"]
     keep_unpruned = pruned["sharpe"] < unpruned["sharpe"] - cfg.tolerance
     if keep_unpruned:
@@ -41,4 +79,5 @@ def finetune(trained: Path, kept: list[str], tensors, lag: int, train_cfg: Train
         best_state, best_meta = checkpoint.load(out / "best")
         checkpoint.save(out / "model", {"model": best_state["model"]}, best_meta)
     return {"unpruned_val": unpruned, "finetuned_val": pruned, "kept_unpruned": bool(keep_unpruned),
-            "features": len(meta["features"] if keep_unpruned else kept), "epochs_run": summary["epochs_run"]}
+            "features": len(meta["features"] if keep_unpruned else kept), "epochs_run": summary["epochs_run"],
+            "load": loaded}

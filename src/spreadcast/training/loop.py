@@ -129,12 +129,15 @@ def activation_stats(model: SpreadTransformer, x: torch.Tensor, m: torch.Tensor)
 
 
 def fit(model: SpreadTransformer, data: HeadData, cfg: TrainConfig, out: Path, meta: dict,
-        live=None, epochs: int | None = None, lr: float | None = None) -> dict:
+        live=None, epochs: int | None = None, lr: float | None = None,
+        on_epoch=None, groups: dict[str, torch.Tensor] | None = None) -> dict:
     """Train `model`, writing `best`/`last` checkpoints into `out`; returns the summary.
 
     If `out` holds a `last` checkpoint of the same run (config, data, epochs and learning
     rate), training continues from it: same epoch, optimiser, scaler and RNG states, so the
-    result equals that of an uninterrupted run.
+    result equals that of an uninterrupted run. `on_epoch(epoch, model)` runs before each epoch
+    (fine-tuning freezes and unfreezes there); `groups` maps a name to a boolean mask over the
+    targets, and each group's regression loss is reported per epoch.
     """
     epochs = cfg.epochs if epochs is None else epochs
     base_lr = cfg.lr if lr is None else lr
@@ -159,8 +162,11 @@ def fit(model: SpreadTransformer, data: HeadData, cfg: TrainConfig, out: Path, m
         regression = losses.huber(forecast, y, have, cfg.huber_delta)
         if cfg.regression_loss == "hybrid":
             regression = 0.5 * regression + 0.5 * losses.mse(forecast, y, have)
+        with torch.no_grad():
+            parts = {name: losses.huber(forecast[:, mask], y[:, mask], have[:, mask], cfg.huber_delta).item()
+                     for name, mask in (groups or {}).items()}
         return (regression, losses.pairwise_rank(score, y * rank_scale.to(device), have),
-                losses.gate_l1(model.gate.values()))
+                losses.gate_l1(model.gate.values()), parts)
 
     resumed = _resumable(out, run_meta)
     if resumed is not None:
@@ -180,7 +186,7 @@ def fit(model: SpreadTransformer, data: HeadData, cfg: TrainConfig, out: Path, m
         # Normalise each task by its magnitude at the start, so neither silences the other.
         with torch.no_grad():
             model.train()
-            h0, r0, _ = terms(data.train_rows[:min(n, 4 * cfg.batch_size)])
+            h0, r0, _, _ = terms(data.train_rows[:min(n, 4 * cfg.batch_size)])
         norm = (max(h0.item(), 1e-8), max(r0.item(), 1e-8))
         best, best_epoch, stale, history, start, step = -math.inf, -1, 0, [], 0, 0
 
@@ -188,9 +194,12 @@ def fit(model: SpreadTransformer, data: HeadData, cfg: TrainConfig, out: Path, m
         if stale >= cfg.patience:
             break
         model.train()
+        if on_epoch is not None:
+            on_epoch(epoch, model)
         gw = losses.gate_weight(cfg.gate_l1, epoch, cfg.gate_warmup_epochs)
         order = data.train_rows[torch.randperm(n, generator=generator).numpy()]
         sums = np.zeros(3)
+        group_sums = dict.fromkeys(groups or {}, 0.0)
         bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{epochs}", leave=False,
                    disable=not sys.stderr.isatty())
         for b in bar:
@@ -198,7 +207,9 @@ def fit(model: SpreadTransformer, data: HeadData, cfg: TrainConfig, out: Path, m
             lr_now = lr_at(step, total, warmup, base_lr, cfg.schedule)
             for group in optimizer.param_groups:
                 group["lr"] = lr_now * group["lr_mult"]
-            h, r, g = terms(rows)
+            h, r, g, group_parts = terms(rows)
+            for name, value in group_parts.items():
+                group_sums[name] += value
             weighted = torch.stack([h / norm[0], cfg.rank_weight * r / norm[1], gw * g])
             loss = weighted.sum()
             optimizer.zero_grad(set_to_none=True)
@@ -222,6 +233,8 @@ def fit(model: SpreadTransformer, data: HeadData, cfg: TrainConfig, out: Path, m
             "val_pred_spread": val["pred_spread"], "val_collapsed_days": val["collapsed_days"],
             "gate_mean": float(gates.mean()), "gate_sparsity": float((gates < 0.1).float().mean()),
             "lr": lr_at(max(step - 1, 0), total, warmup, base_lr, cfg.schedule),
+            "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
+            **{f"loss_regression_{name}": v / steps_per_epoch for name, v in group_sums.items()},
         }
         if cfg.activation_stats:
             x, m, _ = data.windows.batch(data.val_rows[:cfg.batch_size])
