@@ -2,7 +2,7 @@
 
 usage: python stages/prescreen.py --data artifacts/data --out artifacts/features
 """
-from pathlib import Path
+import dataclasses
 
 import numpy as np
 import polars as pl
@@ -10,7 +10,7 @@ import polars as pl
 from spreadcast import cli, config
 from spreadcast.data.ingest import load_ingested
 from spreadcast.data.layout import DATE
-from spreadcast.features.engineer import engineer
+from spreadcast.features.engineer import column_kinds, engineer
 from spreadcast.features.prescreen import prescreen
 from spreadcast.features.splits import make_splits
 from spreadcast.io import atomic_dir, write_json
@@ -26,7 +26,8 @@ def main() -> None:
     win_cfg = config.load("windows", args.params)
 
     data = load_ingested(args.data)
-    names, matrix = engineer(data.prices, feat_cfg, data.targets, data.labels, data.revealed)
+    kinds = column_kinds(data.prices)
+    names, matrix = engineer(data.prices, feat_cfg, data.targets, data.labels, data.revealed, kinds)
     splits = make_splits(np.isfinite(data.labels).any(axis=1), win_cfg, data.max_lag)
     kept, report = prescreen(matrix[splits.train], names, data.labels[splits.train], cfg)
     print(f"prescreen: {len(names)} engineered features, {len(kept)} kept "
@@ -36,7 +37,8 @@ def main() -> None:
     with atomic_dir(args.out) as tmp:
         pl.DataFrame({DATE: data.date_ids, **{n: matrix[:, index[n]] for n in kept}}).write_parquet(
             tmp / "features.parquet")
-        write_json(tmp / "registry.json", {"features": kept, "splits": splits.to_dict(data.date_ids)})
+        write_json(tmp / "registry.json", {"features": kept, "engineering": dataclasses.asdict(feat_cfg), "kinds": kinds,
+                                           "splits": splits.to_dict(data.date_ids)})
         write_json(tmp / "report.json", report)
         ranked = sorted(report, key=lambda r: -r["score"])
         pl.DataFrame({"rank": list(range(1, len(ranked) + 1)),

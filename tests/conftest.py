@@ -1,9 +1,14 @@
 """Shared fixtures: tiny generated markets and the path of the real competition sample."""
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from spreadcast.config import SyntheticConfig
 from spreadcast.data import synthetic
@@ -42,3 +47,33 @@ def kaggle_sample() -> Path:
     if not (KAGGLE_SAMPLE / "test.csv").is_file():
         pytest.skip("../shared/kaggle_sample is not present")
     return KAGGLE_SAMPLE
+
+
+def dvc(cwd, *args):
+    """Run dvc in `cwd`; the stages' `python` is this interpreter, importing that copy's src/."""
+    bin_dir = str(Path(sys.executable).parent)
+    env = {**os.environ, "DVC_NO_ANALYTICS": "1", "PATH": bin_dir + os.pathsep + os.environ.get("PATH", ""),
+           "PYTHONPATH": str(Path(cwd) / "src")}
+    result = subprocess.run([str(Path(bin_dir) / "dvc"), *args], cwd=cwd, capture_output=True, text=True, env=env)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return result.stdout
+
+
+@pytest.fixture(scope="session")
+def tiny_project(tmp_path_factory) -> Path:
+    """A copy of the project with a tiny params.yaml, after a real `dvc repro`."""
+    root = tmp_path_factory.mktemp("project")
+    for name in ("dvc.yaml", "stages", "src"):
+        src = ROOT / name
+        (shutil.copytree if src.is_dir() else shutil.copy)(src, root / name)
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    for section, values in TINY_PARAMS.items():
+        params[section].update(values)
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess.run(["git", "init", "-q"], cwd=root, check=True)
+    dvc(root, "init", "-q")
+    subprocess.run(["git", "add", "-A"], cwd=root, check=True)
+    subprocess.run([*git, "commit", "-qm", "tiny project"], cwd=root, check=True)
+    dvc(root, "repro")
+    return root

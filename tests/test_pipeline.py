@@ -1,48 +1,13 @@
 """End to end: the real `dvc repro` on a tiny generated config, in a temporary copy."""
-import os
-import shutil
-import subprocess
-import sys
-from pathlib import Path
-
 import numpy as np
 import polars as pl
-import pytest
 import yaml
 
-from conftest import ROOT, TINY_PARAMS
+from conftest import dvc
 
 
-def dvc(cwd, *args):
-    # the stages' `python` is this interpreter, importing the copy's own src/
-    bin_dir = str(Path(sys.executable).parent)
-    env = {**os.environ, "DVC_NO_ANALYTICS": "1", "PATH": bin_dir + os.pathsep + os.environ.get("PATH", ""),
-           "PYTHONPATH": str(Path(cwd) / "src")}
-    result = subprocess.run([str(Path(bin_dir) / "dvc"), *args], cwd=cwd, capture_output=True, text=True, env=env)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    return result.stdout
-
-
-@pytest.fixture(scope="module")
-def project(tmp_path_factory):
-    root = tmp_path_factory.mktemp("project")
-    for name in ("dvc.yaml", "stages", "src"):
-        src = ROOT / name
-        (shutil.copytree if src.is_dir() else shutil.copy)(src, root / name)
-    params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    for section, values in TINY_PARAMS.items():
-        params[section].update(values)
-    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    subprocess.run(["git", "init", "-q"], cwd=root, check=True)
-    dvc(root, "init", "-q")
-    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t"]
-    subprocess.run(["git", "add", "-A"], cwd=root, check=True)
-    subprocess.run([*git, "commit", "-qm", "tiny project"], cwd=root, check=True)
-    dvc(root, "repro")
-    return root
-
-
-def test_submission_shape_columns_finite(project):
+def test_submission_shape_columns_finite(tiny_project):
+    project = tiny_project
     sub = pl.read_csv(project / "artifacts/submission/submission.csv")
     pairs = pl.read_csv(project / "artifacts/synthetic/dataset/target_pairs.csv")
     test = pl.read_csv(project / "artifacts/synthetic/dataset/test.csv", columns=["date_id"])
@@ -53,7 +18,8 @@ def test_submission_shape_columns_finite(project):
     assert pl.read_parquet(project / "artifacts/submission/submission.parquet").equals(sub)
 
 
-def test_metrics_report_model_ridge_and_ceiling(project):
+def test_metrics_report_model_ridge_and_ceiling(tiny_project):
+    project = tiny_project
     import json
 
     metrics = json.loads((project / "artifacts/metrics/evaluate.json").read_text())
@@ -62,7 +28,8 @@ def test_metrics_report_model_ridge_and_ceiling(project):
     assert metrics["ceiling_sharpe"] > 0.5        # the planted signal is there to be found
 
 
-def test_second_repro_does_nothing_and_params_rerun_only_downstream(project):
+def test_second_repro_does_nothing_and_params_rerun_only_downstream(tiny_project):
+    project = tiny_project
     assert "Data and pipelines are up to date" in dvc(project, "repro")
     params = yaml.safe_load((project / "params.yaml").read_text())
     params["finetune"]["lr"] = 2e-4

@@ -71,10 +71,16 @@ def _scatter(values: np.ndarray, idx: np.ndarray, n: int) -> np.ndarray:
     return out
 
 
-def column_features(name: str, values: np.ndarray, cfg: FeaturesConfig) -> dict[str, np.ndarray]:
+def column_kinds(prices: pl.DataFrame) -> dict[str, str]:
+    """The kind of every column, decided once on the full history and persisted, so a short
+    slice of history (serving) engineers the same features as training did."""
+    return {c: column_kind(c, prices[c].to_numpy().astype(np.float64)) for c in prices.columns if c != DATE}
+
+
+def column_features(name: str, values: np.ndarray, cfg: FeaturesConfig, kind: str | None = None) -> dict[str, np.ndarray]:
     n = values.shape[0]
     idx = np.flatnonzero(np.isfinite(values))
-    kind = column_kind(name, values)
+    kind = kind or column_kind(name, values)
     out: dict[str, np.ndarray] = {}
     if kind == "price":
         logv = np.log(values[idx])
@@ -91,13 +97,19 @@ def column_features(name: str, values: np.ndarray, cfg: FeaturesConfig) -> dict[
     return out
 
 
-def spread_features(prices: pl.DataFrame, targets: list[Target], cfg: FeaturesConfig) -> dict[str, np.ndarray]:
+def family(name: str) -> str:
+    """The source of a feature: its column, pair spread or target."""
+    return name.split("__")[0]
+
+
+def spread_features(prices: pl.DataFrame, targets: list[Target], cfg: FeaturesConfig,
+                    wanted: set[str] | None = None) -> dict[str, np.ndarray]:
     """Changes and z-score of log A - log B for every distinct pair of the targets."""
     out: dict[str, np.ndarray] = {}
     seen = set()
     for t in targets:
         key = (t.a, t.b)
-        if t.b is None or key in seen:
+        if t.b is None or key in seen or (wanted is not None and f"spread[{t.a}|{t.b}]" not in wanted):
             continue
         seen.add(key)
         with np.errstate(invalid="ignore", divide="ignore"):
@@ -126,30 +138,45 @@ def revealed_labels(date_ids: np.ndarray, labels: np.ndarray, revealed: pl.DataF
         gap = date_ids[shift:] - date_ids[:-shift] != shift     # dense axes have none; be safe
         out[shift:, j][gap] = np.nan
     col = {t.name: j for j, t in enumerate(targets)}
-    for d, label_date, name, value, lag in revealed.select(DATE, LABEL_DATE, "target", "value", "lag").iter_rows():
-        i = row_of.get(int(d))
-        if i is not None and label_date + lag + 1 <= d and name in col and np.isnan(out[i, col[name]]):
-            out[i, col[name]] = value
+    published = revealed.filter((pl.col(LABEL_DATE) + pl.col("lag") + 1 <= pl.col(DATE))
+                                & pl.col("target").is_in(list(col)))
+    if published.height:
+        d = published[DATE].to_numpy()
+        rows = np.clip(np.searchsorted(date_ids, d), 0, len(date_ids) - 1)
+        cols = published["target"].replace_strict(col, return_dtype=pl.Int64).to_numpy()
+        values = published["value"].to_numpy()
+        ok = date_ids[rows] == d
+        rows, cols, values = rows[ok], cols[ok], values[ok]
+        free = np.isnan(out[rows, cols])          # labels from the training files come first
+        out[rows[free], cols[free]] = values[free]
     return out
 
 
 def engineer(prices: pl.DataFrame, cfg: FeaturesConfig, targets: list[Target] | None = None,
-             labels: np.ndarray | None = None, revealed: pl.DataFrame | None = None) -> tuple[list[str], np.ndarray]:
-    """Feature names and matrix (dates x features, NaN where missing)."""
+             labels: np.ndarray | None = None, revealed: pl.DataFrame | None = None,
+             kinds: dict[str, str] | None = None, only: list[str] | None = None) -> tuple[list[str], np.ndarray]:
+    """Feature names and matrix (dates x features, NaN where missing).
+
+    `kinds` fixes each column's kind (see `column_kinds`); `only` limits the work to the
+    sources of the named features (serving computes just what the models read).
+    """
+    wanted = None if only is None else {family(n) for n in only}
     features: dict[str, np.ndarray] = {}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         for column in prices.columns:
-            if column != DATE:
-                features.update(column_features(column, prices[column].to_numpy().astype(np.float64), cfg))
+            if column != DATE and (wanted is None or column in wanted):
+                values = prices[column].to_numpy().astype(np.float64)
+                features.update(column_features(column, values, cfg, (kinds or {}).get(column)))
         if targets is not None and cfg.spreads:
-            features.update(spread_features(prices, targets, cfg))
+            features.update(spread_features(prices, targets, cfg, wanted))
     if targets is not None and labels is not None and cfg.revealed_labels:
         empty = pl.DataFrame(schema={DATE: pl.Int64, LABEL_DATE: pl.Int64, "target": pl.String,
                                      "value": pl.Float64, "lag": pl.Int64})
         matrix = revealed_labels(prices[DATE].to_numpy(), labels, empty if revealed is None else revealed, targets)
         for j, t in enumerate(targets):
-            features[f"{t.name}__revealed"] = matrix[:, j]
+            if wanted is None or t.name in wanted:
+                features[f"{t.name}__revealed"] = matrix[:, j]
     names = list(features)
     matrix = np.stack([features[n] for n in names], axis=1) if names else np.empty((prices.height, 0))
     return names, matrix

@@ -1,0 +1,71 @@
+"""Serving: predict() matches the pipeline's submission, and never raises on a bad day."""
+import numpy as np
+import pandas as pd
+import polars as pl
+import pytest
+
+from spreadcast.serve import replay
+from spreadcast.serve.server import Server
+
+
+def test_replay_reproduces_the_submission(tiny_project):
+    submission, stats = replay.replay(tiny_project / "artifacts/synthetic/dataset", tiny_project / "artifacts")
+    expected = pl.read_csv(tiny_project / "artifacts/submission/submission.csv")
+    assert submission.columns == expected.columns
+    np.testing.assert_allclose(submission.to_numpy(), expected.to_numpy(), atol=1e-6)
+    assert stats["fallbacks"] == 0 and stats["days"] == expected.height
+    assert stats["scored_days"] > 0 and np.isfinite(stats["sharpe"])
+
+
+def day_inputs(dataset, date_id, lags=(1, 2, 3, 4)):
+    test = pl.read_csv(dataset / "test.csv", infer_schema_length=0)
+    batches = []
+    for k in lags:
+        frame = pl.read_csv(dataset / "lagged_test_labels" / f"test_labels_lag_{k}.csv", infer_schema_length=0)
+        batches.append(frame.filter(pl.col("date_id").cast(pl.Int64) == date_id))
+    return test.filter(pl.col("date_id").cast(pl.Int64) == date_id), batches
+
+
+def check_reply(reply, batches):
+    expected = [c for b in batches for c in b.columns if c not in ("date_id", "label_date_id")]
+    assert reply.height == 1 and reply.columns == expected
+    row = reply.to_numpy()[0].astype(float)
+    assert np.isfinite(row).all() and row.std() > 0
+
+
+def test_malformed_days_never_raise(tiny_project):
+    dataset = tiny_project / "artifacts/synthetic/dataset"
+    server = Server(tiny_project / "artifacts")
+    rng = np.random.default_rng(0)
+    dates = pl.read_csv(dataset / "test.csv", columns=["date_id"])["date_id"].to_list()
+    for i in range(120):
+        d = dates[min(i // 6, len(dates) - 1)] + (0 if rng.random() < 0.8 else int(rng.integers(1, 4)))
+        test, batches = day_inputs(dataset, d)
+        kind = i % 8
+        if kind == 0:                                     # a random subset of columns
+            keep = [c for c in test.columns if rng.random() < 0.5]
+            test = test.select(keep)
+        elif kind == 1:                                   # extra and renamed columns
+            test = test.with_columns(pl.lit(1.0).alias("unknown")).rename({test.columns[1]: "renamed"})
+        elif kind == 2:                                   # all-null row
+            test = test.select(pl.col("date_id"), *[pl.lit(None).alias(c) for c in test.columns[1:]])
+        elif kind == 3:                                   # wrong dtypes: words in numeric cells
+            test = test.with_columns(pl.lit("abc").alias(test.columns[2]), pl.lit("inf").alias(test.columns[3]))
+        elif kind == 4:                                   # empty day and empty label batches
+            test, batches = test.head(0), [b.head(0) for b in batches]
+        elif kind == 5:                                   # pandas input, as the gateway may send
+            test, batches = test.to_pandas(), [b.to_pandas() for b in batches]
+        elif kind == 6:                                   # nulls in labels, no date column at all
+            test = test.drop("date_id")
+            batches = [b.with_columns(pl.lit(None).alias(b.columns[1])) for b in batches]
+        reply = server.predict(test, *batches)
+        check_reply(reply, [pl.from_pandas(b) if isinstance(b, pd.DataFrame) else b for b in batches])
+
+
+def test_real_sample_layout_replays(kaggle_sample, tiny_project):
+    """The real files' layout (557 columns, 424 targets) is served without an error."""
+    submission, stats = replay.replay(kaggle_sample, tiny_project / "artifacts")
+    assert submission.height == 134 and submission.width == 1 + 424
+    values = submission.drop("date_id").to_numpy()
+    assert np.isfinite(values).all() and (values.std(axis=1) > 0).all()
+    assert "scored_days" in stats
