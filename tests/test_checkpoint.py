@@ -80,7 +80,6 @@ def test_reorder_is_detected_as_reorder_and_outputs_follow(saved):
 @pytest.mark.parametrize("field,value", [("d_model", 32), ("n_layers", 3), ("history", 7)])
 def test_architecture_mismatch_fails_before_loading(saved, field, value):
     path, _ = saved
-    model = model_for(6, 4, **({} if field not in ("history",) else {}))
     kwargs = {"n_features": 6, "n_targets": 4, "history": 5, "d_model": 16, "n_heads": 2, "n_layers": 2}
     kwargs[field] = value
     model = SpreadTransformer(ModelConfig(**kwargs))
