@@ -7,6 +7,7 @@ usage: python stages/evaluate.py --data artifacts/data --tensors artifacts/tenso
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from spreadcast import cli, config
 from spreadcast.evaluation.baseline import fit_ridge, predict_ridge
@@ -31,11 +32,14 @@ def main() -> None:
     dates = tensors.date_ids[rows]
     heads = load_heads(args.models, data_cfg.lags)
     predictions = {"model": predict_rows(heads, tensors, rows)}
+    gates = {f"lag{h.lag}": torch.sigmoid(h.model.gate.logit.detach()) for h in heads}
+    gate_stats = {lag: {"features": int(g.numel()), "mean": float(g.mean()), "sparsity": float((g < 0.1).float().mean())}
+                  for lag, g in gates.items()}
 
     x = tensors.features.numpy()
     weights, intercept = fit_ridge(x[tensors.splits.train], tensors.labels.numpy()[tensors.splits.train],
                                    cfg.ridge_alpha)
-    predictions["ridge"] = predict_ridge(weights, intercept, x[rows]) * tensors.target_scale
+    predictions["ridge"] = predict_ridge(weights, intercept, x[rows])      # standardised, like the model
 
     oracle = oracle_for(Path(args.oracle), registry)
     if oracle is not None:
@@ -49,12 +53,18 @@ def main() -> None:
     if "ceiling" in metrics:
         summary["fraction_of_ceiling"] = metrics["model"]["sharpe"] / metrics["ceiling"]["sharpe"]
     with atomic_dir(args.out) as tmp:
-        write_json(tmp / "report.json", metrics)
+        write_json(tmp / "report.json", {**metrics, "gates": gate_stats})
         daily.write_csv(tmp / "daily_ic.csv")
         per_lag.write_csv(tmp / "per_lag.csv")
-    write_json(args.metrics, {**summary, "per_lag": {name: {k: v["sharpe"] for k, v in m.items()
-                                                            if k.startswith("lag")}
-                                                     for name, m in metrics.items()}})
+    summary.update({f"{name}_top_k_precision": m["top_k_precision"] for name, m in metrics.items()})
+    summary.update({f"{name}_q5_q1_spread": m["q5_q1_spread"] for name, m in metrics.items()})
+    write_json(args.metrics, {**summary, "gates": gate_stats,
+                              "per_lag": {name: {k: {"sharpe": v["sharpe"], "ic_mean": v["ic_mean"],
+                                                     "ic_std": v["ic_std"], "icir": v["icir"],
+                                                     "top_k_precision": v["top_k_precision"],
+                                                     "q5_q1_spread": v["q5_q1_spread"]}
+                                                 for k, v in m.items() if k.startswith("lag")}
+                                          for name, m in metrics.items()}})
     line = "  ".join(f"{name} {m['sharpe']:+.3f}" for name, m in metrics.items())
     print(f"evaluate: holdout {rows.size} days, Sharpe  {line}")
 

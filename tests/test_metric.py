@@ -65,3 +65,33 @@ def test_rankdata_matches_scipy_with_ties_and_missing():
     for axis in (0, 1):
         expected = scipy_rankdata(x, method="average", axis=axis, nan_policy="omit")
         np.testing.assert_allclose(metric.rankdata(x, axis=axis), expected, equal_nan=True)
+
+
+def test_ranking_quality_perfect_and_reversed():
+    from spreadcast.evaluation.report import ranking_quality
+
+    y = np.tile(np.arange(20.0), (3, 1))
+    perfect = ranking_quality(y, y)
+    assert perfect["top_k_precision"] == 1.0 and perfect["q5_q1_spread"] == pytest.approx(16.0)
+    reversed_ = ranking_quality(y, -y)
+    assert reversed_["top_k_precision"] == 0.0 and reversed_["q5_q1_spread"] == pytest.approx(-16.0)
+
+
+@pytest.mark.parametrize("seed", [2, 3, 4])
+def test_standardised_forecasts_rank_across_lags_better(seed):
+    """The metric ranks all lags together and longer lags move more. Even the oracle's exact
+    expectations rank better when each target's forecast is put in units of its training-fold
+    label RMS, the scale the heads are combined on (serve/predictor.py)."""
+    from spreadcast.config import SyntheticConfig
+    from spreadcast.data import synthetic
+
+    cfg = SyntheticConfig(seed=seed, n_train_days=1200, n_test_days=20, n_scored_days=20, n_us=20, n_fx=8,
+                          n_jpx=2, targets_per_lag=25)
+    market = synthetic.generate(cfg)
+    names = [c for c in market.ceiling.columns if c != "date_id"]
+    labels = market.train_labels.select(names).to_numpy()[50:1150]
+    ceiling = market.ceiling.select(names).to_numpy()[50:1150]
+    scale = np.sqrt(np.nanmean(labels[:550] ** 2, axis=0))            # fit on the first half only
+    raw = metric.summary(labels[550:], ceiling[550:])["sharpe"]
+    standardised = metric.summary(labels[550:], ceiling[550:] / scale)["sharpe"]
+    assert standardised > raw + 0.005

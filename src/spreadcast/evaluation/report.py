@@ -40,6 +40,27 @@ def rolling(values: np.ndarray, window: int) -> np.ndarray:
     return out
 
 
+def ranking_quality(labels: np.ndarray, preds: np.ndarray, top: float = 0.1) -> dict:
+    """Per-day top-k precision (k = `top` of the labelled targets) and the Q5 - Q1 label spread
+    of the prediction quintiles, averaged over days with at least 5 labels."""
+    precision, spread = [], []
+    for y, p in zip(labels, preds):
+        have = np.isfinite(y) & np.isfinite(p)
+        n = int(have.sum())
+        if n < 5:
+            continue
+        y, p = y[have], p[have]
+        k = max(1, int(round(top * n)))
+        best_pred, best_true = np.argsort(-p, kind="stable")[:k], np.argsort(-y, kind="stable")[:k]
+        precision.append(len(set(best_pred) & set(best_true)) / k)
+        order = np.argsort(p, kind="stable")
+        q = max(1, n // 5)
+        spread.append(y[order[-q:]].mean() - y[order[:q]].mean())
+    return {"top_k_precision": float(np.mean(precision)) if precision else None,
+            "top_k_share": top,
+            "q5_q1_spread": float(np.mean(spread)) if spread else None}
+
+
 def compare(labels: np.ndarray, predictions: dict[str, np.ndarray], lags: np.ndarray,
             date_ids: np.ndarray, window: int) -> tuple[dict, pl.DataFrame, pl.DataFrame]:
     """Metrics per predictor, a daily IC table (with rolling means) and a per-lag table."""
@@ -53,8 +74,12 @@ def compare(labels: np.ndarray, predictions: dict[str, np.ndarray], lags: np.nda
         daily[f"{name}_ic_rolling"] = rolling(ic, window)
         roll = rolling(ic, window)
         metrics[name]["rolling_ic_min"] = float(np.nanmin(roll)) if np.isfinite(roll).any() else None
+        metrics[name].update(ranking_quality(labels, preds))
         for k in np.unique(lags):
             cols = lags == k
-            metrics[name][f"lag{k}"] = metric.summary(labels[:, cols], preds[:, cols])
+            lag_metrics = metric.summary(labels[:, cols], preds[:, cols])
+            lag_metrics["icir"] = lag_metrics["sharpe"]            # mean / std of the daily rank IC
+            lag_metrics.update(ranking_quality(labels[:, cols], preds[:, cols]))
+            metrics[name][f"lag{k}"] = lag_metrics
         per_lag[f"{name}_sharpe"] = [metrics[name][f"lag{k}"]["sharpe"] for k in np.unique(lags)]
     return metrics, pl.DataFrame(daily), pl.DataFrame(per_lag)

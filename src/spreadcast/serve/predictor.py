@@ -1,8 +1,10 @@
-"""Inference with the trained lag heads: the path shared by evaluation and submission.
+"""Inference with the trained lag heads: the path shared by evaluation, submission and serving.
 
-Each head predicts its lag's targets on the standardised scale; multiplying by the
-training-fold target scale puts every lag back on the scale of its labels, so the targets of
-all lags can be ranked together each day as the metric does.
+The metric ranks the targets of all lags together each day, and longer lags move more. Each
+head predicts its targets in units of the target's training-fold RMS (the standardised scale),
+and the heads are combined on that scale: every target's forecast is comparable whatever its
+lag. On the synthetic market this ranks better than forecasts on the labels' own scale, even
+for the oracle's exact expectations (tests/test_metric.py).
 """
 from __future__ import annotations
 
@@ -40,7 +42,7 @@ def load_heads(folder: str | Path, lags: list[int]) -> list[Head]:
 
 @torch.no_grad()
 def predict_rows(heads: list[Head], tensors: Tensors, rows: np.ndarray, batch_size: int = 256) -> np.ndarray:
-    """Predictions (rows x all targets, registry order) on the labels' scale."""
+    """Predictions (rows x all targets, registry order) on the standardised scale."""
     out = np.full((len(rows), len(tensors.target_names)), np.nan)
     for head in heads:
         cols = tensors.head(head.lag)
@@ -50,5 +52,5 @@ def predict_rows(heads: list[Head], tensors: Tensors, rows: np.ndarray, batch_si
                 f"lag {head.lag} model targets differ from the exported tensors' lag-{head.lag} targets")
         data = head_data(tensors, head.lag, head.features)
         forecast = predict(head.model, data.windows, rows, batch_size)
-        out[:, cols] = forecast * tensors.target_scale[cols]
+        out[:, cols] = forecast
     return out

@@ -147,9 +147,8 @@ class Server:
         with torch.no_grad():
             for head in self.heads:
                 cols = [self.feature_index[f] for f in head.features]
-                forecast, _ = head.model(x[:, :, cols], m[:, :, cols])
-                scale = self.scaler.target_scale[[self.target_names.index(t) for t in head.targets]]
-                for name, value in zip(head.targets, forecast[0].numpy() * scale):
+                forecast, _ = head.model(x[:, :, cols], m[:, :, cols])   # standardised, as in predict_rows
+                for name, value in zip(head.targets, forecast[0].numpy()):
                     out[name] = float(value)
         return out
 
