@@ -36,6 +36,6 @@ def test_second_repro_does_nothing_and_params_rerun_only_downstream(tiny_project
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     out = dvc(project, "repro")
     ran = {line.split("'")[1] for line in out.splitlines() if line.startswith("Running stage")}
-    assert ran == {"finetune@1", "finetune@2", "finetune@3", "finetune@4", "evaluate", "submit"}
+    assert ran == {"finetune@1", "finetune@2", "finetune@3", "finetune@4", "evaluate", "submit", "bundle"}
     status = dvc(project, "status")
     assert "up to date" in status

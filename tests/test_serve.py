@@ -69,3 +69,39 @@ def test_real_sample_layout_replays(kaggle_sample, tiny_project):
     values = submission.drop("date_id").to_numpy()
     assert np.isfinite(values).all() and (values.std(axis=1) > 0).all()
     assert "scored_days" in stats
+
+
+def test_bundle_installs_and_replays_without_the_repository(tiny_project, tmp_path):
+    """Install the exported bundle into a fresh virtual environment and replay the test days.
+
+    The bundle is copied elsewhere (as an uploaded dataset) and put on the fresh venv's path,
+    as the notebook does offline; the heavy runtime dependencies (torch, polars...) come from
+    this environment's site-packages, as a competition image provides them.
+    """
+    import json
+    import shutil
+    import site
+    import subprocess
+    import venv
+    from pathlib import Path
+
+    bundle = tmp_path / "uploaded-bundle"
+    shutil.copytree(tiny_project / "artifacts" / "bundle", bundle)
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    assert "notebook.ipynb" in manifest and "artifacts/finetune/lag1/model.pt" in manifest
+    env_dir = tmp_path / "venv"
+    venv.EnvBuilder(with_pip=False).create(env_dir)
+    python = env_dir / "bin" / "python"
+    purelib = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                             capture_output=True, text=True, check=True).stdout.strip()
+    Path(purelib, "spreadcast-bundle.pth").write_text(str(bundle / "src") + "\n")
+    env = {"PYTHONPATH": ":".join(site.getsitepackages()), "PATH": "/usr/bin:/bin"}
+    where = subprocess.run([str(python), "-c", "import spreadcast; print(spreadcast.__file__)"],
+                           capture_output=True, text=True, env=env, cwd=tmp_path, check=True).stdout
+    assert str(bundle / "src") in where
+    out = tmp_path / "replay.csv"
+    subprocess.run([str(python), "-m", "spreadcast.serve.replay", "--dataset", str(tiny_project / "artifacts/synthetic/dataset"),
+                    "--artifacts", str(bundle / "artifacts"), "--out", str(out)],
+                   check=True, env=env, cwd=tmp_path, capture_output=True)
+    expected = pl.read_csv(tiny_project / "artifacts/submission/submission.csv")
+    np.testing.assert_allclose(pl.read_csv(out).to_numpy(), expected.to_numpy(), atol=1e-6)
