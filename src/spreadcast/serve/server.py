@@ -44,8 +44,21 @@ def _to_polars(frame) -> pl.DataFrame:
     return pl.from_pandas(frame)
 
 
+def _to_float(value) -> float:
+    try:
+        out = float(value)
+    except (TypeError, ValueError):
+        return np.nan
+    return out if np.isfinite(out) else np.nan
+
+
 def _numeric(frame: pl.DataFrame, columns: list[str]) -> np.ndarray:
     """The named columns as float64 (rows x columns); absent, non-numeric or non-finite cells NaN."""
+    if frame.height <= 4:                     # a served day: plain Python beats building expressions
+        position = {c: i for i, c in enumerate(frame.columns)}
+        at = [position.get(c) for c in columns]
+        return np.array([[np.nan if i is None else _to_float(row[i]) for i in at] for row in frame.iter_rows()],
+                        dtype=np.float64).reshape(frame.height, len(columns))
     have = set(frame.columns)
     present = [c for c in columns if c in have]
     out = np.full((frame.height, len(columns)), np.nan)
@@ -85,7 +98,9 @@ class Server:
         self.dates = prices[DATE].to_numpy().astype(np.int64)
         self.values = prices.select(self.columns).to_numpy().astype(np.float64)
         labels = pl.read_parquet(root / "data" / "labels.parquet")
-        self.labels = labels.filter(pl.col(DATE) >= int(self.dates[0]) - 10)
+        labels = labels.filter(pl.col(DATE) >= int(self.dates[0]) - 10)
+        self.label_dates = labels[DATE].to_numpy().astype(np.int64)
+        self.label_values = labels.select(self.target_names).to_numpy().astype(np.float64)
         self.revealed = pl.read_parquet(root / "data" / "revealed.parquet").head(0)
         self.last_good: dict[str, float] | None = None
         self.calls = 0
@@ -132,9 +147,13 @@ class Server:
     def _forecast(self, date_id: int) -> dict[str, float]:
         upto = int(np.searchsorted(self.dates, date_id, side="right"))   # the window ends on the day served
         dates = self.dates[:upto]
-        prices = pl.DataFrame({DATE: dates, **{c: self.values[:upto, j] for j, c in self.needed}})
-        labels = pl.DataFrame({DATE: dates}).join(self.labels, on=DATE, how="left")
-        labels = labels.select(self.target_names).to_numpy().astype(np.float64)
+        prices = pl.from_numpy(self.values[:upto, [j for j, _ in self.needed]],
+                               schema=[c for _, c in self.needed]).with_columns(pl.Series(DATE, dates))
+        # labels from the training files, aligned to the served dates (none after train ends)
+        labels = np.full((dates.size, len(self.target_names)), np.nan)
+        at = np.clip(np.searchsorted(self.label_dates, dates), 0, max(len(self.label_dates) - 1, 0))
+        found = (self.label_dates[at] == dates) if len(self.label_dates) else np.zeros(dates.size, bool)
+        labels[found] = self.label_values[at[found]]
         names, matrix = engineer(prices, self.engineering, self.targets, labels, self.revealed,
                                  self.kinds, only=self.scaler.features)
         index = {n: j for j, n in enumerate(names)}
