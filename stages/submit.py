@@ -2,7 +2,11 @@
 
 usage: python stages/submit.py --data artifacts/data --tensors artifacts/tensors \
            --models artifacts/finetune --oracle artifacts/synthetic/oracle \
-           --out artifacts/submission --metrics artifacts/metrics/submit.json
+           --out artifacts/submission --metrics artifacts/metrics/submit.json \
+           [--train artifacts/train --work artifacts/.work/refit]
+
+With `submit.refit: true` each selected head is first retrained on every labelled day
+(train, validation and holdout) for the number of epochs validation chose.
 """
 from pathlib import Path
 
@@ -17,14 +21,19 @@ from spreadcast.evaluation.report import oracle_for, oracle_table
 from spreadcast.features import windows
 from spreadcast.io import atomic_dir, read_json, write_json
 from spreadcast.serve.predictor import load_heads, predict_rows
+from spreadcast.training.finetune import refit
+from spreadcast.model import checkpoint
 
 
 def main() -> None:
     p = cli.parser(__doc__)
     for name in ("--data", "--tensors", "--models", "--oracle", "--out", "--metrics"):
         p.add_argument(name, required=True)
+    p.add_argument("--train", default="artifacts/train", help="the train stage's output (best epochs, for refit)")
+    p.add_argument("--work", default="artifacts/.work/refit", help="refit checkpoints")
     args = p.parse_args()
     data_cfg = config.load("data", args.params)
+    cfg = config.load("submit", args.params)
     registry = read_json(Path(args.data) / "registry.json")
     test_days = pl.read_parquet(Path(args.data) / "test_days.parquet")
     if test_days.height == 0:
@@ -35,7 +44,18 @@ def main() -> None:
     rows = tensors.rows_of(dates)
     if (rows < tensors.history - 1).any():
         raise DataError(f"test date_id {int(dates[0])}: fewer than windows.history days of history before it")
-    preds = predict_rows(load_heads(args.models, data_cfg.lags), tensors, rows)
+    heads = load_heads(args.models, data_cfg.lags)
+    refitted = {}
+    if cfg.refit:
+        train_cfg = config.load("train", args.params)
+        for head in heads:
+            epochs = cfg.refit_epochs or read_json(Path(args.train) / f"lag{head.lag}" / "best.json")["epoch"]
+            print(f"submit: refitting lag {head.lag} on every labelled day for {epochs} epochs", flush=True)
+            model, meta = refit(Path(args.models) / f"lag{head.lag}" / "model", tensors, head.lag, train_cfg,
+                                epochs, Path(args.work) / f"lag{head.lag}")
+            head.model = model.eval()
+            refitted[head.lag] = (model, meta)
+    preds = predict_rows(heads, tensors, rows)
     if not np.isfinite(preds).all():
         raise DataError("non-finite prediction in the submission")
     constant = np.flatnonzero(preds.std(axis=1) == 0)
@@ -43,7 +63,7 @@ def main() -> None:
         raise DataError(f"constant prediction row for date_id {int(dates[constant[0]])}")
     submission = pl.DataFrame({DATE: dates, **{n: preds[:, j] for j, n in enumerate(tensors.target_names)}})
 
-    summary = {"rows": submission.height, "targets": len(tensors.target_names),
+    summary = {"rows": submission.height, "targets": len(tensors.target_names), "refit": cfg.refit,
                "overlap_days_in_sample": registry.get("test_overlap_days", 0)}
     oracle = oracle_for(Path(args.oracle), registry)
     if oracle is not None:
@@ -57,6 +77,8 @@ def main() -> None:
     with atomic_dir(args.out) as tmp:
         submission.write_csv(tmp / "submission.csv")
         submission.write_parquet(tmp / "submission.parquet")
+        for lag, (model, meta) in refitted.items():     # the bundle exports these when present
+            checkpoint.save(tmp / "models" / f"lag{lag}" / "model", {"model": model.state_dict()}, meta)
     write_json(args.metrics, summary)
     extra = (f"; scored on {summary['scored_days']} days: Sharpe {summary['test_sharpe']:+.3f} "
              f"(ceiling {summary['ceiling_sharpe']:+.3f})") if oracle is not None else ""

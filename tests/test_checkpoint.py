@@ -193,3 +193,27 @@ def test_truncated_or_garbage_checkpoint_gives_clear_error(saved):
     meta.write_text("{")
     with pytest.raises(CheckpointError, match=r"best\.json: unreadable checkpoint metadata"):
         checkpoint.load(path)
+
+
+def test_refit_trains_on_every_labelled_day(tmp_path):
+    from types import SimpleNamespace
+
+    from spreadcast.features.splits import Splits
+    from spreadcast.training.finetune import refit
+
+    model = model_for(len(FEATURES), len(TARGETS))
+    meta = {"model": model.cfg.to_dict(), "features": FEATURES, "targets": TARGETS}
+    checkpoint.save(tmp_path / "final", {"model": model.state_dict()}, meta)
+    data = head_data(FEATURES, TARGETS)
+    seen = []
+    original = data.windows.batch
+    data.windows.batch = lambda rows: (seen.append(np.asarray(rows)), original(rows))[1]
+    splits = Splits(train=np.arange(4, 60), val=np.arange(66, 90), holdout=np.arange(96, 120))
+    tensors = SimpleNamespace(splits=splits, head=lambda lag: np.arange(len(TARGETS)),
+                              feature_names=FEATURES, target_scale=np.ones(len(TARGETS)),
+                              windows=lambda cols, idx=None: data.windows, raw_labels=data.raw_labels)
+    refit(tmp_path / "final", tensors, 1, CFG, epochs=2, out=tmp_path / "refit")
+    trained = np.unique(np.concatenate(seen))
+    assert {60 - 1, 89, 119} <= set(trained.tolist())      # train, validation and holdout days
+    _, saved = checkpoint.load(tmp_path / "refit" / "last")
+    assert saved["refit"] is True and saved["epoch"] == 2

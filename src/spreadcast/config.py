@@ -296,6 +296,15 @@ class EvaluateConfig:
         _require(self.ridge_alpha > 0.0, f"{s}.ridge_alpha", "must be positive")
 
 
+@dataclass
+class SubmitConfig:
+    refit: bool = False
+    refit_epochs: int = 0       # 0: the best epoch of the train stage
+
+    def validate(self, s: str) -> None:
+        _require(self.refit_epochs >= 0, f"{s}.refit_epochs", "must be >= 0")
+
+
 SECTIONS: dict[str, type] = {
     "data": DataConfig,
     "synthetic": SyntheticConfig,
@@ -307,6 +316,7 @@ SECTIONS: dict[str, type] = {
     "prune": PruneConfig,
     "finetune": FinetuneConfig,
     "evaluate": EvaluateConfig,
+    "submit": SubmitConfig,
 }
 
 

@@ -20,6 +20,7 @@ def save(path: str | Path, state: dict, meta: dict) -> None:
     """Write `<path>.pt` then `<path>.json` (the metadata file names the weights' hash)."""
     path = Path(path)
     weights = path.with_suffix(".pt")
+    weights.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(weights) as tmp:
         torch.save(state, tmp)
     write_json(path.with_suffix(".json"), {**meta, "sha256": sha256_file(weights)})

@@ -73,9 +73,13 @@ def export(artifacts: Path, package: Path, out: Path, version: str = "0.1.0") ->
         (art / rel).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(artifacts / rel, art / rel)
     for lag in registry["lags"]:
+        # a refit model (submit.refit) replaces the fine-tuned one
+        source = artifacts / "submission" / "models" / f"lag{lag}"
+        if not (source / "model.pt").is_file():
+            source = artifacts / "finetune" / f"lag{lag}"
         (art / "finetune" / f"lag{lag}").mkdir(parents=True, exist_ok=True)
         for suffix in (".pt", ".json"):
-            shutil.copy2(artifacts / "finetune" / f"lag{lag}" / f"model{suffix}", art / "finetune" / f"lag{lag}" / f"model{suffix}")
+            shutil.copy2(source / f"model{suffix}", art / "finetune" / f"lag{lag}" / f"model{suffix}")
     # only the history the features of the first served days need
     prices = pl.read_parquet(artifacts / "data" / "prices.parquet").filter(pl.col(DATE) <= registry["train_dates"][1])
     prices = prices.tail(TAIL_DAYS)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from spreadcast.config import FinetuneConfig, TrainConfig
@@ -81,3 +82,23 @@ def finetune(trained: Path, kept: list[str], tensors, lag: int, train_cfg: Train
     return {"unpruned_val": unpruned, "finetuned_val": pruned, "kept_unpruned": bool(keep_unpruned),
             "features": len(meta["features"] if keep_unpruned else kept), "epochs_run": summary["epochs_run"],
             "load": loaded}
+
+
+def refit(final: Path, tensors, lag: int, train_cfg: TrainConfig, epochs: int, out: Path) -> tuple[SpreadTransformer, dict]:
+    """Retrain the selected configuration of a head from scratch on every labelled day.
+
+    The architecture and inputs are those of the final model; the number of epochs is the one
+    validation chose. There is no held-out day left, so the last epoch is kept; the reported
+    validation numbers are in-sample and only show that training ran.
+    """
+    _, meta = checkpoint.load(final)
+    torch.manual_seed(train_cfg.seed)
+    model = SpreadTransformer(ModelConfig(**meta["model"]))
+    data = head_data(tensors, lag, meta["features"])
+    splits = tensors.splits
+    data.train_rows = np.concatenate([splits.train, splits.val, splits.holdout])
+    data.val_rows = splits.holdout
+    cfg = dataclasses.replace(train_cfg, patience=epochs + 1)
+    meta = {**meta, "refit": True}
+    fit(model, data, cfg, out, meta, epochs=epochs, keep="last")
+    return model, meta

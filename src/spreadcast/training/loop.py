@@ -130,14 +130,15 @@ def activation_stats(model: SpreadTransformer, x: torch.Tensor, m: torch.Tensor)
 
 def fit(model: SpreadTransformer, data: HeadData, cfg: TrainConfig, out: Path, meta: dict,
         live=None, epochs: int | None = None, lr: float | None = None,
-        on_epoch=None, groups: dict[str, torch.Tensor] | None = None) -> dict:
+        on_epoch=None, groups: dict[str, torch.Tensor] | None = None, keep: str = "best") -> dict:
     """Train `model`, writing `best`/`last` checkpoints into `out`; returns the summary.
 
     If `out` holds a `last` checkpoint of the same run (config, data, epochs and learning
     rate), training continues from it: same epoch, optimiser, scaler and RNG states, so the
     result equals that of an uninterrupted run. `on_epoch(epoch, model)` runs before each epoch
     (fine-tuning freezes and unfreezes there); `groups` maps a name to a boolean mask over the
-    targets, and each group's regression loss is reported per epoch.
+    targets, and each group's regression loss is reported per epoch. `keep="last"` ends on the
+    last epoch's weights instead of the best validation epoch's (a refit has no held-out days).
     """
     epochs = cfg.epochs if epochs is None else epochs
     base_lr = cfg.lr if lr is None else lr
@@ -266,7 +267,7 @@ def fit(model: SpreadTransformer, data: HeadData, cfg: TrainConfig, out: Path, m
     if best_epoch < 0:
         checkpoint.save(out / "best", {"model": model.state_dict(), "epoch": len(history)},
                         {**run_meta, "epoch": len(history), "val_sharpe": None})
-    best_state, _ = checkpoint.load(out / "best")
+    best_state, _ = checkpoint.load(out / keep)
     model.load_state_dict(best_state["model"])
     final = evaluate_head(model, data, data.val_rows, cfg.batch_size, autocast)
     collapsed = sum(1 for r in history if r["val_collapsed_days"])
