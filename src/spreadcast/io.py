@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import numpy as np
-import polars as pl
 
 
 def _umask() -> int:
@@ -81,16 +80,6 @@ def write_json(path: str | Path, obj: Any) -> None:
 
 def read_json(path: str | Path) -> Any:
     return json.loads(Path(path).read_text())
-
-
-def write_parquet(path: str | Path, df: pl.DataFrame) -> None:
-    with atomic_path(path) as tmp:
-        df.write_parquet(tmp)
-
-
-def write_csv(path: str | Path, df: pl.DataFrame) -> None:
-    with atomic_path(path) as tmp:
-        df.write_csv(tmp)
 
 
 def save_arrays(folder: Path, **arrays: np.ndarray) -> None:
