@@ -109,7 +109,11 @@ class Server:
     # -- state -------------------------------------------------------------------------------
     def _add_day(self, test: pl.DataFrame, date_id: int) -> None:
         """Append (or replace) the day's prices; unknown, missing or malformed cells become null."""
-        rows = test.filter(pl.col(DATE).cast(pl.Int64, strict=False) == date_id) if DATE in test.columns else test
+        rows = test
+        if DATE in test.columns and test.height > 1:
+            rows = test.filter(pl.col(DATE).cast(pl.Int64, strict=False) == date_id)
+        elif DATE in test.columns and test.height == 1 and _to_float(test[DATE][0]) != date_id:
+            rows = test.head(0)
         latest = np.full(len(self.columns), np.nan)
         for row in _numeric(rows, self.columns):        # several rows for the day: the last value wins
             latest = np.where(np.isnan(row), latest, row)
@@ -124,12 +128,13 @@ class Server:
         values[np.searchsorted(dates, date_id)] = latest
         self.dates, self.values = dates, values
 
-    def _add_labels(self, batch: pl.DataFrame, lag: int) -> None:
+    def _add_labels(self, batch: pl.DataFrame, lag: int) -> pl.DataFrame | None:
+        """The batch's published labels as rows of the long `revealed` table (None if none)."""
         if batch.height == 0 or DATE not in batch.columns or LABEL_DATE not in batch.columns:
-            return
+            return None
         names = [t.name for t in self.targets if t.lag == lag and t.name in batch.columns]
         if not names:
-            return
+            return None
         values = _numeric(batch, names)                                   # (rows, targets)
         keys = _numeric(batch, [DATE, LABEL_DATE])
         ok = np.isfinite(keys).all(axis=1)
@@ -141,7 +146,7 @@ class Server:
                              "target": np.asarray(names, dtype=object)[cols].astype(str),
                              "value": values[rows, cols], "lag": np.full(rows.size, lag, dtype=np.int64)},
                             schema=self.revealed.schema)
-        self.revealed = pl.concat([self.revealed.filter(pl.col(DATE) >= int(self.dates[0])), long])
+        return long
 
     # -- forecasting -------------------------------------------------------------------------
     def _forecast(self, date_id: int) -> dict[str, float]:
@@ -187,8 +192,10 @@ class Server:
             test = _to_polars(test)
             date_id = self._date_of(test, frames)
             self._add_day(test, date_id)
-            for lag, frame in zip(range(1, len(frames) + 1), frames):
-                self._add_labels(frame, lag)
+            new = [self._add_labels(frame, lag) for lag, frame in zip(range(1, len(frames) + 1), frames)]
+            new = [frame for frame in new if frame is not None and frame.height]
+            if new:
+                self.revealed = pl.concat([self.revealed.filter(pl.col(DATE) >= int(self.dates[0])), *new])
             values = self._forecast(date_id)
             if not all(np.isfinite(v) for v in values.values()):
                 raise ValueError("non-finite forecast")
