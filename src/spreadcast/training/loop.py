@@ -81,8 +81,8 @@ def predict(model: SpreadTransformer, windows: Windows, rows: np.ndarray, batch_
 def evaluate_head(model, data: HeadData, rows: np.ndarray, batch_size: int, autocast=contextlib.nullcontext) -> dict:
     forecast = predict(model, data.windows, rows, batch_size, autocast)
     spread = forecast.std(axis=1)
-    preds = forecast * data.target_scale.numpy()
-    result = metric.summary(data.raw_labels[rows], preds)
+    # scored on the standardised scale, the one the heads are combined on for submission
+    result = metric.summary(data.raw_labels[rows], forecast)
     result["pred_spread"] = float(np.median(spread)) if spread.size else 0.0
     result["collapsed_days"] = int((spread < COLLAPSE_STD).sum())
     return result
