@@ -41,12 +41,16 @@ class Scaler:
         for start in range(0, len(self.features), chunk):
             cols = slice(start, start + chunk)
             block = pl.read_parquet(path, columns=self.features[cols]).to_numpy().astype(np.float64, copy=False)
-            block = self.transform_block(block, cols)
-            gap = np.isnan(block)
-            block[gap] = 0.0
-            values[:, cols] = block
-            missing[:, cols] = gap
+            values[:, cols], missing[:, cols] = self.model_inputs(block, cols)
         return values, missing
+
+    def model_inputs(self, block: np.ndarray, cols: slice = slice(None)) -> tuple[np.ndarray, np.ndarray]:
+        """Scaled values with missing cells at 0, and the missing mask: what the models read,
+        made here alone for training (windows export) and serving alike."""
+        block = self.transform_block(np.array(block, dtype=np.float64), cols)
+        gap = np.isnan(block)
+        block[gap] = 0.0
+        return block, gap
 
     def transform_block(self, block: np.ndarray, cols: slice) -> np.ndarray:
         block = (block - self.center[cols]) / self.scale[cols]

@@ -87,7 +87,8 @@ class Server:
         tensors_meta = read_json(root / "tensors" / "meta.json")
         self.history = int(tensors_meta["history"])
         self.heads = load_heads(root / "finetune", self.lags)
-        self.feature_index = {f: i for i, f in enumerate(self.scaler.features)}
+        feature_index = {f: i for i, f in enumerate(self.scaler.features)}
+        self.head_columns = [[feature_index[f] for f in head.features] for head in self.heads]
         # the price columns the models' features are made from (own families and spread legs)
         sources = {family(f) for f in self.scaler.features}
         legs = {c for t in self.targets if t.b is not None and f"spread[{t.a}|{t.b}]" in sources for c in t.columns}
@@ -163,14 +164,12 @@ class Server:
                                  self.kinds, only=self.scaler.features)
         index = {n: j for j, n in enumerate(names)}
         window = matrix[-self.history:, [index[f] for f in self.scaler.features]]
-        scaled = self.scaler.transform(window)
-        missing = np.isnan(scaled)
-        x = torch.from_numpy(np.where(missing, 0.0, scaled).astype(np.float32))[None]
+        scaled, missing = self.scaler.model_inputs(window)
+        x = torch.from_numpy(scaled.astype(np.float32))[None]
         m = torch.from_numpy(missing.astype(np.float32))[None]
         out: dict[str, float] = {}
         with torch.no_grad():
-            for head in self.heads:
-                cols = [self.feature_index[f] for f in head.features]
+            for head, cols in zip(self.heads, self.head_columns):
                 forecast, _ = head.model(x[:, :, cols], m[:, :, cols])   # standardised, as in predict_rows
                 for name, value in zip(head.targets, forecast[0].numpy()):
                     out[name] = float(value)
