@@ -12,6 +12,12 @@ def edit_csv(path, fn):
     fn(df).write_csv(path)
 
 
+def set_cell(path, key_column, key, column, value):
+    """Write `value` (as text) into `column` of the row whose `key_column` is `key`."""
+    edit_csv(path, lambda df: df.with_columns(pl.when(pl.col(key_column) == key).then(pl.lit(value))
+                                              .otherwise(pl.col(column)).alias(column)))
+
+
 def test_reads_generated_dataset(tiny_dataset, tiny_cfg):
     ds = read_dataset(tiny_dataset, lags=[1, 2, 3, 4])
     assert ds.train.height == tiny_cfg.n_train_days
@@ -40,25 +46,19 @@ def test_missing_column_in_test(tiny_dataset):
 
 
 def test_pair_naming_unknown_column(tiny_dataset):
-    edit_csv(tiny_dataset / "target_pairs.csv",
-             lambda df: df.with_columns(pl.when(pl.col("target") == "target_3").then(pl.lit("LME_AH_Close - NOPE"))
-                                        .otherwise(pl.col("pair")).alias("pair")))
+    set_cell(tiny_dataset / "target_pairs.csv", "target", "target_3", "pair", "LME_AH_Close - NOPE")
     with pytest.raises(DataError, match=r"target_pairs\.csv: row 5 \(target_3\): pair names unknown column 'NOPE'"):
         read_dataset(tiny_dataset)
 
 
 def test_malformed_pair(tiny_dataset):
-    edit_csv(tiny_dataset / "target_pairs.csv",
-             lambda df: df.with_columns(pl.when(pl.col("target") == "target_0").then(pl.lit("A-B - C - D"))
-                                        .otherwise(pl.col("pair")).alias("pair")))
+    set_cell(tiny_dataset / "target_pairs.csv", "target", "target_0", "pair", "A-B - C - D")
     with pytest.raises(DataError, match=r"row 2 \(target_0\): malformed pair 'A-B - C - D'"):
         read_dataset(tiny_dataset)
 
 
 def test_lag_outside_range(tiny_dataset):
-    edit_csv(tiny_dataset / "target_pairs.csv",
-             lambda df: df.with_columns(pl.when(pl.col("target") == "target_1").then(pl.lit("5"))
-                                        .otherwise(pl.col("lag")).alias("lag")))
+    set_cell(tiny_dataset / "target_pairs.csv", "target", "target_1", "lag", "5")
     with pytest.raises(DataError, match=r"row 3 \(target_1\): lag 5 is outside 1\.\.4"):
         read_dataset(tiny_dataset)
 
@@ -69,9 +69,7 @@ def test_lags_must_match_params(tiny_dataset):
 
 
 def test_non_numeric_cell(tiny_dataset):
-    edit_csv(tiny_dataset / "train.csv",
-             lambda df: df.with_columns(pl.when(pl.col("date_id") == "17").then(pl.lit("abc"))
-                                        .otherwise(pl.col("FX_AUDJPY")).alias("FX_AUDJPY")))
+    set_cell(tiny_dataset / "train.csv", "date_id", "17", "FX_AUDJPY", "abc")
     with pytest.raises(DataError, match=r"train\.csv: column 'FX_AUDJPY', date_id 17: non-numeric or non-finite value 'abc'"):
         read_dataset(tiny_dataset)
 
@@ -79,9 +77,7 @@ def test_non_numeric_cell(tiny_dataset):
 def test_non_positive_target_price(tiny_dataset):
     pairs = pl.read_csv(tiny_dataset / "target_pairs.csv")
     column = pairs["pair"][0].split(" - ")[0]
-    edit_csv(tiny_dataset / "train.csv",
-             lambda df: df.with_columns(pl.when(pl.col("date_id") == "40").then(pl.lit("-1.5"))
-                                        .otherwise(pl.col(column)).alias(column)))
+    set_cell(tiny_dataset / "train.csv", "date_id", "40", column, "-1.5")
     with pytest.raises(DataError, match=rf"train\.csv: column '{column}', date_id 40: price -1.5 is not positive"):
         read_dataset(tiny_dataset)
 
