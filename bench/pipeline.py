@@ -24,7 +24,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 DATA_STAGES = [
     ("generate", "generate.py --dataset {d}/dataset --oracle {d}/oracle"),
-    ("ingest", "ingest.py --dataset {d}/dataset --out {d}/data"),
+    ("ingest", "ingest.py --out {d}/data"),
     ("prescreen", "prescreen.py --data {d}/data --out {d}/features"),
     ("scale", "scale.py --data {d}/data --features {d}/features --out {d}/scaling"),
     ("windows", "windows.py --data {d}/data --features {d}/features --scaling {d}/scaling --out {d}/tensors"),
@@ -80,11 +80,12 @@ def main() -> None:
         stages += FINAL_STAGES
     results = {}
     with tempfile.TemporaryDirectory(prefix="spreadcast-bench-") as tmp:
-        d = Path(tmp)
-        (d / "params.yaml").write_text(yaml.safe_dump(params))
+        d = Path(tmp) / "artifacts"      # stages write only under artifacts/ beside their params file
+        params["data"]["dir"] = str(d / "dataset")
+        (Path(tmp) / "params.yaml").write_text(yaml.safe_dump(params))
         for name, cmd in stages:
             script, *rest = cmd.format(d=d).split()
-            wall, rss = measure([sys.executable, str(ROOT / "stages" / script), "--params", str(d / "params.yaml"), *rest])
+            wall, rss = measure([sys.executable, str(ROOT / "stages" / script), "--params", str(Path(tmp) / "params.yaml"), *rest])
             results[name] = {"wall_s": round(wall, 2), "peak_rss_mib": round(rss, 1)}
             print(f"{name:<12} {wall:7.1f} s  {rss:8.1f} MiB", flush=True)
         tensors = d / "tensors"

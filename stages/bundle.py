@@ -11,8 +11,9 @@ from spreadcast.serve.bundle import export
 
 def main() -> None:
     p = cli.parser(__doc__)
-    for name in ("--artifacts", "--package", "--out"):
+    for name in ("--artifacts", "--package"):
         p.add_argument(name, required=True)
+    p.add_output("--out")
     args = p.parse_args()
     with atomic_dir(args.out) as tmp:
         manifest = export(Path(args.artifacts), Path(args.package), tmp)

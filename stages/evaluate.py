@@ -19,8 +19,10 @@ from spreadcast.serve.predictor import load_heads, predict_rows
 
 def main() -> None:
     p = cli.parser(__doc__)
-    for name in ("--data", "--tensors", "--models", "--oracle", "--out", "--metrics"):
+    for name in ("--data", "--tensors", "--models", "--oracle"):
         p.add_argument(name, required=True)
+    p.add_output("--out")
+    p.add_output("--metrics")
     args = p.parse_args()
     cfg = config.load("evaluate", args.params)
     data_cfg = config.load("data", args.params)

@@ -9,6 +9,8 @@ from pathlib import Path
 from spreadcast import cli, config
 from spreadcast.features import windows
 from spreadcast.io import atomic_dir, read_json, write_json
+from spreadcast.errors import TrainingError
+from spreadcast.training import distributed
 from spreadcast.training.finetune import finetune
 from spreadcast.training.loop import move_checkpoints, open_live
 
@@ -16,18 +18,37 @@ from spreadcast.training.loop import move_checkpoints, open_live
 def main() -> None:
     p = cli.parser(__doc__)
     p.add_argument("--lag", type=int, required=True)
-    for name in ("--tensors", "--train", "--prune", "--out", "--metrics", "--work"):
+    for name in ("--tensors", "--train", "--prune"):
         p.add_argument(name, required=True)
+    for name in ("--out", "--metrics", "--work"):
+        p.add_output(name)
     args = p.parse_args()
     train_cfg = config.load("train", args.params)
     cfg = config.load("finetune", args.params)
+    code = distributed.relaunch(train_cfg.processes)
+    if code is not None:                       # this process only launched the workers
+        if code:
+            raise TrainingError(f"train.processes = {train_cfg.processes}: torchrun exited with status {code}")
+        return
+    ctx, device = distributed.setup()
+    try:
+        run(args, train_cfg, cfg, ctx, device)
+    finally:
+        distributed.teardown(ctx)
+
+
+def run(args, train_cfg, cfg, ctx: distributed.Context, device) -> None:
     tensors = windows.load(args.tensors)
     kept = read_json(Path(args.prune) / "registry.json")["features"]
+    if not ctx.main:                           # other ranks train; rank 0 alone writes
+        finetune(Path(args.train), kept, tensors, args.lag, train_cfg, cfg, Path(args.work), None, ctx, device)
+        return
     print(f"finetune lag {args.lag}: {len(kept)} of {len(tensors.feature_names)} features, "
-          f"{cfg.epochs} epochs at lr {cfg.lr}", flush=True)
+          f"{cfg.epochs} epochs at lr {cfg.lr}" + (f", {ctx.world} processes" if ctx.active else ""), flush=True)
     with atomic_dir(args.out) as tmp:
         live = open_live(tmp / "live")
-        summary = finetune(Path(args.train), kept, tensors, args.lag, train_cfg, cfg, Path(args.work), live)
+        summary = finetune(Path(args.train), kept, tensors, args.lag, train_cfg, cfg, Path(args.work), live,
+                           ctx, device)
         if live is not None:
             live.end()
         move_checkpoints(Path(args.work), tmp)

@@ -8,8 +8,8 @@ from spreadcast.data import synthetic
 
 def main() -> None:
     p = cli.parser(__doc__)
-    p.add_argument("--dataset", required=True)
-    p.add_argument("--oracle", required=True)
+    p.add_output("--dataset")
+    p.add_output("--oracle")
     args = p.parse_args()
     cfg = config.load("synthetic", args.params)
     summary = synthetic.write(synthetic.generate(cfg), args.dataset, args.oracle, cfg)

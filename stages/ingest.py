@@ -1,6 +1,9 @@
 """Validate a dataset folder and convert it to typed parquet with name registries.
 
-usage: python stages/ingest.py --dataset DIR --out artifacts/data
+usage: python stages/ingest.py --out artifacts/data
+
+The folder is `data.dir` of params.yaml. It is read from there, never passed through the
+shell command line, so no value of it can run a command.
 """
 from pathlib import Path
 
@@ -12,11 +15,10 @@ from spreadcast.io import atomic_dir
 
 def main() -> None:
     p = cli.parser(__doc__)
-    p.add_argument("--dataset", required=True)
-    p.add_argument("--out", required=True)
+    p.add_output("--out")
     args = p.parse_args()
     cfg = config.load("data", args.params)
-    ds = read_dataset(Path(args.dataset), lags=cfg.lags)
+    ds = read_dataset(Path(cfg.dir), lags=cfg.lags)
     for w in ds.warnings:
         print(f"ingest: warning: {w}")
     with atomic_dir(args.out) as tmp:

@@ -17,7 +17,7 @@ def main() -> None:
     p = cli.parser(__doc__)
     p.add_argument("--lag", type=int, required=True)
     p.add_argument("--train", required=True)
-    p.add_argument("--out", required=True)
+    p.add_output("--out")
     args = p.parse_args()
     cfg = config.load("prune", args.params)
     state, meta = checkpoint.load(Path(args.train) / "best")

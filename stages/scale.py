@@ -18,7 +18,7 @@ def main() -> None:
     p = cli.parser(__doc__)
     p.add_argument("--data", required=True)
     p.add_argument("--features", required=True)
-    p.add_argument("--out", required=True)
+    p.add_output("--out")
     args = p.parse_args()
     cfg = config.load("scale", args.params)
     win_cfg = config.load("windows", args.params)

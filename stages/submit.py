@@ -27,10 +27,12 @@ from spreadcast.model import checkpoint
 
 def main() -> None:
     p = cli.parser(__doc__)
-    for name in ("--data", "--tensors", "--models", "--oracle", "--out", "--metrics"):
+    for name in ("--data", "--tensors", "--models", "--oracle"):
         p.add_argument(name, required=True)
+    p.add_output("--out")
+    p.add_output("--metrics")
     p.add_argument("--train", default="artifacts/train", help="the train stage's output (best epochs, for refit)")
-    p.add_argument("--work", default="artifacts/.work/refit", help="refit checkpoints")
+    p.add_output("--work", help="refit checkpoints")
     args = p.parse_args()
     data_cfg = config.load("data", args.params)
     cfg = config.load("submit", args.params)

@@ -13,6 +13,8 @@ from spreadcast import cli, config
 from spreadcast.features import windows
 from spreadcast.io import atomic_dir, write_json
 from spreadcast.model.net import ModelConfig, SpreadTransformer
+from spreadcast.errors import TrainingError
+from spreadcast.training import distributed
 from spreadcast.training.loop import data_fingerprint, fit, head_data, move_checkpoints, open_live
 
 
@@ -27,11 +29,24 @@ def main() -> None:
     p = cli.parser(__doc__)
     p.add_argument("--lag", type=int, required=True)
     p.add_argument("--tensors", required=True)
-    p.add_argument("--out", required=True)
-    p.add_argument("--metrics", required=True)
-    p.add_argument("--work", required=True, help="checkpoints while training; a rerun resumes from here")
+    p.add_output("--out")
+    p.add_output("--metrics")
+    p.add_output("--work", help="checkpoints while training; a rerun resumes from here")
     args = p.parse_args()
     cfg = config.load("train", args.params)
+    code = distributed.relaunch(cfg.processes)
+    if code is not None:                       # this process only launched the workers
+        if code:
+            raise TrainingError(f"train.processes = {cfg.processes}: torchrun exited with status {code}")
+        return
+    ctx, device = distributed.setup()
+    try:
+        train(args, cfg, ctx, device)
+    finally:
+        distributed.teardown(ctx)
+
+
+def train(args, cfg: config.TrainConfig, ctx: distributed.Context, device: torch.device) -> None:
 
     tensors = windows.load(args.tensors)
     cols = tensors.head(args.lag)
@@ -41,19 +56,23 @@ def main() -> None:
     torch.manual_seed(cfg.seed)
     mcfg = model_config(cfg, len(tensors.feature_names), int(cols.size), tensors.history)
     model = SpreadTransformer(mcfg)
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model.to(device)
     n_params = sum(p.numel() for p in model.parameters())
-    print(f"train lag {args.lag}: {data.train_rows.size} train / {data.val_rows.size} val days, "
-          f"window {tensors.history} x {mcfg.n_features} features -> {mcfg.n_targets} targets; "
-          f"{n_params:,} parameters on {device}", flush=True)
+    if ctx.main:
+        print(f"train lag {args.lag}: {data.train_rows.size} train / {data.val_rows.size} val days, "
+              f"window {tensors.history} x {mcfg.n_features} features -> {mcfg.n_targets} targets; "
+              f"{n_params:,} parameters on {device}"
+              + (f" x {ctx.world} processes" if ctx.active else ""), flush=True)
     meta = {"model": mcfg.to_dict(), "lag": args.lag, "features": tensors.feature_names,
             "targets": [tensors.target_names[j] for j in cols],
             "params_hash": config.params_hash(cfg), "data_fingerprint": data_fingerprint(Path(args.tensors))}
     work = Path(args.work)
+    if not ctx.main:                           # other ranks train; rank 0 alone writes
+        fit(model, data, cfg, work, meta, ctx=ctx)
+        return
     with atomic_dir(args.out) as tmp:
         live = open_live(tmp / "live")
-        summary = fit(model, data, cfg, work, meta, live=live)
+        summary = fit(model, data, cfg, work, meta, live=live, ctx=ctx)
         if live is not None:
             live.end()
         move_checkpoints(work, tmp)

@@ -1,12 +1,17 @@
 """Shared fixtures: tiny generated markets and the path of the real competition sample."""
 from __future__ import annotations
 
+import json
 import os
+import random
+import re
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
 
+import polars as pl
 import pytest
 import yaml
 
@@ -30,6 +35,18 @@ TINY_PARAMS = {
 }
 
 
+def edit_csv(path, fn):
+    """Rewrite a CSV through `fn`, every cell read as text."""
+    df = pl.read_csv(path, infer_schema_length=0)
+    fn(df).write_csv(path)
+
+
+def set_cell(path, key_column, key, column, value):
+    """Write `value` (as text) into `column` of the row whose `key_column` is `key`."""
+    edit_csv(path, lambda df: df.with_columns(pl.when(pl.col(key_column) == key).then(pl.lit(value))
+                                              .otherwise(pl.col(column)).alias(column)))
+
+
 @pytest.fixture
 def tiny_cfg() -> SyntheticConfig:
     return SyntheticConfig(**TINY_SYNTHETIC)
@@ -51,23 +68,26 @@ def kaggle_sample() -> Path:
 
 def dvc(cwd, *args):
     """Run dvc in `cwd`; the stages' `python` is this interpreter, importing that copy's src/."""
-    bin_dir = str(Path(sys.executable).parent)
-    env = {**os.environ, "DVC_NO_ANALYTICS": "1", "PATH": bin_dir + os.pathsep + os.environ.get("PATH", ""),
-           "PYTHONPATH": str(Path(cwd) / "src")}
-    result = subprocess.run([str(Path(bin_dir) / "dvc"), *args], cwd=cwd, capture_output=True, text=True, env=env)
+    result = subprocess.run([str(Path(sys.executable).parent / "dvc"), *args], cwd=cwd, capture_output=True,
+                            text=True, env=dvc_env(cwd))
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return result.stdout
 
 
-@pytest.fixture(scope="session")
-def tiny_project(tmp_path_factory) -> Path:
-    """A copy of the project with a tiny params.yaml, after a real `dvc repro`."""
-    root = tmp_path_factory.mktemp("project")
+def dvc_env(cwd) -> dict:
+    bin_dir = str(Path(sys.executable).parent)
+    return {**os.environ, "DVC_NO_ANALYTICS": "1", "PATH": bin_dir + os.pathsep + os.environ.get("PATH", ""),
+            "PYTHONPATH": str(Path(cwd) / "src")}
+
+
+def make_project(root: Path, **overrides: dict) -> Path:
+    """A git + DVC copy of the project in `root` with TINY_PARAMS (and `overrides`) applied."""
+    root.mkdir(parents=True, exist_ok=True)
     for name in ("dvc.yaml", "stages", "src"):
         src = ROOT / name
         (shutil.copytree if src.is_dir() else shutil.copy)(src, root / name)
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    for section, values in TINY_PARAMS.items():
+    for section, values in {**TINY_PARAMS, **overrides}.items():
         params[section].update(values)
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     git = ["git", "-c", "user.name=t", "-c", "user.email=t@t"]
@@ -75,5 +95,66 @@ def tiny_project(tmp_path_factory) -> Path:
     dvc(root, "init", "-q")
     subprocess.run(["git", "add", "-A"], cwd=root, check=True)
     subprocess.run([*git, "commit", "-qm", "tiny project"], cwd=root, check=True)
-    dvc(root, "repro")
     return root
+
+
+@pytest.fixture(scope="session")
+def tiny_project(tmp_path_factory) -> Path:
+    """A copy of the project with a tiny params.yaml, after a real `dvc repro` that was killed
+    with SIGKILL at random moments and then completed (`interrupted_repro`). What the kills
+    hit and how the result compares with uninterrupted runs is in `tiny_project.kills`."""
+    root = make_project(tmp_path_factory.mktemp("project") / "p")
+    interrupted_repro(root, KILLS)
+    return root
+
+
+KILL_SEED = int(os.environ.get("SPREADCAST_KILL_SEED", random.randrange(1 << 30)))
+KILLS: dict = {"seed": KILL_SEED}
+
+
+def running_stage(output: str) -> str | None:
+    names = re.findall(r"Running stage '([^']+)'", output)
+    return names[-1] if names else None
+
+
+def locked_outs(project: Path) -> dict[str, str]:
+    """Every output path of dvc.lock with its hash."""
+    lock = yaml.safe_load((project / "dvc.lock").read_text())
+    return {out["path"]: out.get("md5") for stage in lock["stages"].values() for out in stage.get("outs", [])}
+
+
+def interrupted_repro(project: Path, record: dict, kills: int = 3) -> None:
+    """`dvc repro` killed (SIGKILL to dvc and its stage) `kills` times at random moments, then
+    run to the end; then every stage that was killed is run again whole (`--force`).
+
+    Records in `record`: the kills (delay, running stage, whether `dvc status` then reported
+    that stage as not done), `dvc status` and leftover temporary files after completion, and
+    the output hashes before and after the killed stages were re-run uninterrupted.
+    The seed of the kill moments is in `record["seed"]` (set SPREADCAST_KILL_SEED to replay).
+    """
+    rng = random.Random(record["seed"])
+    record["kills"] = []
+    for _ in range(kills):
+        proc = subprocess.Popen([str(Path(sys.executable).parent / "dvc"), "repro"], cwd=project,
+                                env=dvc_env(project), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                text=True, start_new_session=True)
+        delay = rng.uniform(2.0, 25.0)
+        try:
+            proc.communicate(timeout=delay)
+            break                                       # it finished before the kill was due
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            stage = running_stage(proc.communicate()[0])
+        status = json.loads(dvc(project, "status", "--json") or "{}")
+        lock = yaml.safe_load((project / "dvc.lock").read_text()) if (project / "dvc.lock").exists() else {}
+        record["kills"].append({"delay_s": round(delay, 2), "stage": stage,
+                                "reported_not_done": stage in status,
+                                "locked": stage in (lock or {}).get("stages", {})})
+    dvc(project, "repro")
+    record["status_after"] = json.loads(dvc(project, "status", "--json") or "{}")
+    record["leftovers"] = sorted(str(p.relative_to(project)) for p in (project / "artifacts").rglob("*")
+                                 if p.name.endswith((".tmp", ".old")) and ".work" not in p.parts)
+    record["outs_after_kills"] = locked_outs(project)
+    for stage in sorted({k["stage"] for k in record["kills"] if k["stage"]}):
+        dvc(project, "repro", "--force", "--single-item", stage)
+    record["outs_uninterrupted"] = locked_outs(project)

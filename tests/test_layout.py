@@ -6,16 +6,7 @@ import pytest
 from spreadcast.data.layout import read_dataset
 from spreadcast.data.targets import DataError
 
-
-def edit_csv(path, fn):
-    df = pl.read_csv(path, infer_schema_length=0)
-    fn(df).write_csv(path)
-
-
-def set_cell(path, key_column, key, column, value):
-    """Write `value` (as text) into `column` of the row whose `key_column` is `key`."""
-    edit_csv(path, lambda df: df.with_columns(pl.when(pl.col(key_column) == key).then(pl.lit(value))
-                                              .otherwise(pl.col(column)).alias(column)))
+from conftest import edit_csv, set_cell
 
 
 def test_reads_generated_dataset(tiny_dataset, tiny_cfg):

@@ -1,4 +1,6 @@
 """End to end: the real `dvc repro` on a tiny generated config, in a temporary copy."""
+import subprocess
+
 import numpy as np
 import polars as pl
 import yaml
@@ -39,3 +41,21 @@ def test_second_repro_does_nothing_and_params_rerun_only_downstream(tiny_project
     assert ran == {"finetune@1", "finetune@2", "finetune@3", "finetune@4", "evaluate", "submit", "bundle"}
     status = dvc(project, "status")
     assert "up to date" in status
+
+
+def test_artifacts_travel_through_a_dvc_remote(tiny_project, tmp_path):
+    """Push to a local-folder remote, clone the repository elsewhere, pull: nothing to rerun."""
+    project = tiny_project
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t"]
+    dvc(project, "remote", "add", "--force", "-d", "store", str(tmp_path / "remote"))
+    subprocess.run(["git", "add", "-A"], cwd=project, check=True)
+    subprocess.run([*git, "commit", "-qm", "run"], cwd=project, check=True)
+    assert "pushed" in dvc(project, "push")
+    clone = tmp_path / "clone"
+    subprocess.run(["git", "clone", "-q", str(project), str(clone)], check=True)
+    assert not (clone / "artifacts" / "submission").exists()
+    dvc(clone, "pull")
+    assert (clone / "artifacts/submission/submission.csv").read_bytes() == \
+           (project / "artifacts/submission/submission.csv").read_bytes()
+    assert "Data and pipelines are up to date" in dvc(clone, "repro")
+    assert "up to date" in dvc(clone, "status")

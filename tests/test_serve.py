@@ -1,4 +1,8 @@
 """Serving: predict() matches the pipeline's submission, and never raises on a bad day."""
+import gc
+import logging
+import os
+
 import numpy as np
 import pandas as pd
 import polars as pl
@@ -105,3 +109,87 @@ def test_bundle_installs_and_replays_without_the_repository(tiny_project, tmp_pa
                    check=True, env=env, cwd=tmp_path, capture_output=True)
     expected = pl.read_csv(tiny_project / "artifacts/submission/submission.csv")
     np.testing.assert_allclose(pl.read_csv(out).to_numpy(), expected.to_numpy(), atol=1e-6)
+
+
+FUZZ_DAYS = int(os.environ.get("SPREADCAST_FUZZ_DAYS", 2000))
+SPECIAL = [float("nan"), float("inf"), float("-inf"), 0.0, -1.0, 1e300, -1e300]
+
+
+def expected_columns(batches, every_target):
+    """The reply's columns: the batches' target columns in their order, each once; every
+    target when the batches name none."""
+    seen = {}
+    for b in batches:
+        for c in getattr(b, "columns", []):
+            if str(c) not in ("date_id", "label_date_id"):
+                seen[str(c)] = None
+    return list(seen) or list(every_target)
+
+
+def mutate(frame: pl.DataFrame, rng, date_id: int, is_test: bool):
+    """One malformed version of a day's frame: random combinations of every kind of damage."""
+    p = 0.15
+    if rng.random() < p:                                   # a random subset of the columns
+        frame = frame.select([c for c in frame.columns if rng.random() < rng.random()])
+    if rng.random() < p and frame.width:                   # columns in another order
+        frame = frame.select(list(rng.permutation(frame.columns)))
+    if rng.random() < p and frame.width:                   # other dtypes: text, integers, booleans
+        for c in rng.choice(frame.columns, size=min(frame.width, 3), replace=False):
+            dtype = [pl.String, pl.Int64, pl.Boolean, pl.Float32][int(rng.integers(4))]
+            frame = frame.with_columns(pl.col(c).cast(dtype, strict=False))
+    if rng.random() < p and frame.width:                   # nulls
+        frame = frame.with_columns([pl.lit(None, dtype=frame[c].dtype).alias(c)
+                                    for c in frame.columns if rng.random() < 0.3])
+    if rng.random() < p:                                   # nan, inf, zero, negative, huge
+        numeric = [c for c, t in frame.schema.items() if t.is_float() and c != "date_id"]
+        frame = frame.with_columns([pl.lit(SPECIAL[int(rng.integers(len(SPECIAL)))]).alias(c)
+                                    for c in numeric if rng.random() < 0.3])
+    if rng.random() < p:                                   # extra and renamed columns
+        frame = frame.with_columns(pl.lit(float(rng.normal())).alias(f"extra_{int(rng.integers(9))}"))
+        if frame.width > 2:
+            c = frame.columns[int(rng.integers(frame.width))]
+            frame = frame.rename({c: c + "_renamed"})
+    if rng.random() < p and "date_id" in frame.columns:    # the date: missing, text, far off, repeated
+        choice = int(rng.integers(6))
+        value = [None, "abc", 1.5, -5, 10**9, date_id + int(rng.integers(-3, 40))][choice]
+        frame = frame.with_columns(pl.lit(value).alias("date_id"))
+    if rng.random() < p:                                   # no rows, or the day twice
+        frame = frame.head(0) if rng.random() < 0.5 else pl.concat([frame, frame], how="vertical_relaxed")
+    if rng.random() < 0.05:                                # not a usable frame at all
+        return [None, pl.DataFrame(), pd.DataFrame(), "text", 42][int(rng.integers(5))]
+    if rng.random() < p:                                   # pandas, as the gateway may send it
+        frame = frame.to_pandas()
+        if rng.random() < 0.3 and frame.shape[1] > 1:      # pandas allows repeated column names
+            frame = pd.concat([frame, frame.iloc[:, :1]], axis=1)
+    return frame
+
+
+def test_thousands_of_malformed_days_never_raise(tiny_project, caplog):
+    """Random combinations of damage over thousands of days: predict() never raises and
+    always returns one finite, non-constant row with the right columns in the right order."""
+    caplog.set_level(logging.ERROR, logger="spreadcast.serve")     # one warning per fallback
+    gc.collect()
+    gc.freeze()              # the session's long-lived objects need not be scanned by each collection
+    dataset = tiny_project / "artifacts/synthetic/dataset"
+    server = Server(tiny_project / "artifacts")
+    rng = np.random.default_rng(int(os.environ.get("SPREADCAST_FUZZ_SEED", 0)))
+    test = pl.read_csv(dataset / "test.csv")
+    lagged = [pl.read_csv(dataset / "lagged_test_labels" / f"test_labels_lag_{k}.csv") for k in (1, 2, 3, 4)]
+    dates = test["date_id"].to_list()
+    for i in range(FUZZ_DAYS):
+        d = dates[i % len(dates)]
+        day = test.filter(pl.col("date_id") == d)
+        batches = [mutate(b.filter(pl.col("date_id") == d), rng, d, False) for b in lagged]
+        reply = server.predict(mutate(day, rng, d, True), *batches)
+        assert isinstance(reply, pl.DataFrame) and reply.height == 1, f"day {i}"
+        assert reply.columns == expected_columns(batches, server.target_names), f"day {i}"
+        row = reply.to_numpy()[0].astype(float)
+        assert np.isfinite(row).all() and (row.size == 1 or row.std() > 0), f"day {i}"
+    gc.unfreeze()
+    assert 0 < server.fallbacks < FUZZ_DAYS
+    # the damage left the state usable: a clean next day is forecast by the model
+    d = int(server.dates[-1]) + 1
+    before = server.fallbacks
+    day = test.head(1).with_columns(pl.lit(d).alias("date_id"))
+    server.predict(day, *[b.head(1).with_columns(pl.lit(d).alias("date_id")) for b in lagged])
+    assert server.fallbacks == before

@@ -231,8 +231,12 @@ class TrainConfig:
     grad_checkpoint: bool = False
     activation_stats: bool = False
     seed: int = 0
+    processes: int = 1           # > 1: data-parallel under torchrun (gloo on CPU, NCCL on GPUs)
+    compile: bool = False        # torch.compile the training forward pass
+    pin_memory: bool = True      # page-locked batches on CUDA (no effect on CPU)
 
     def validate(self, s: str) -> None:
+        _require(1 <= self.processes <= 64, f"{s}.processes", "must be in 1..64")
         _require(self.d_model >= 8, f"{s}.d_model", "must be at least 8")
         _require(self.n_heads >= 1 and self.d_model % self.n_heads == 0, f"{s}.n_heads",
                  f"must divide d_model ({self.d_model})")
@@ -327,7 +331,7 @@ def read_params(path: str | Path = "params.yaml") -> dict:
     except FileNotFoundError:
         raise ConfigError(f"{path}: file not found") from None
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML ({exc})") from None
+        raise ConfigError(f"{path}: not valid YAML ({' '.join(str(exc).split())})") from None
     raw = {} if raw is None else raw
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping of sections")
@@ -338,14 +342,17 @@ def read_params(path: str | Path = "params.yaml") -> dict:
 
 
 def load(section: str, path: str | Path = "params.yaml"):
-    """Load and validate one section of params.yaml."""
-    raw = read_params(path)
-    return build(SECTIONS[section], raw.get(section), section)
+    """One section of params.yaml; the whole file is validated, so a typo anywhere stops the
+    first stage that runs rather than the one that reads it."""
+    return load_all(path)[section]
 
 
 def load_all(path: str | Path = "params.yaml") -> dict[str, Any]:
     raw = read_params(path)
-    return {name: build(cls, raw.get(name), name) for name, cls in SECTIONS.items()}
+    try:
+        return {name: build(cls, raw.get(name), name) for name, cls in SECTIONS.items()}
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
 
 
 def params_hash(*configs: Any) -> str:

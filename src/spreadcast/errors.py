@@ -25,6 +25,10 @@ class CheckpointError(SpreadcastError):
     """A checkpoint is missing, altered, truncated or incompatible."""
 
 
+class TrainingError(SpreadcastError):
+    """Training could not run as the parameters ask (for example, a worker process failed)."""
+
+
 class CollapseError(SpreadcastError):
     """A trained model's forecasts have no spread across targets."""
 

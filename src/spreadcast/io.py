@@ -1,7 +1,11 @@
-"""Atomic writes and small file helpers.
+"""Atomic, confined writes and small file helpers.
 
 Every output is written to a temporary sibling and renamed into place, so a stage killed
 part-way leaves either the previous output or nothing, never a file DVC would take as done.
+A killed writer's temporary sibling is removed by the next write of the same path.
+
+A stage confines its writes to its artifact folder (`confine_writes`, called by the stage
+argument parser): a write anywhere else is refused before anything is created.
 """
 from __future__ import annotations
 
@@ -17,6 +21,47 @@ from typing import Any, Iterator
 
 import numpy as np
 
+from spreadcast.errors import ConfigError
+
+_WRITE_ROOT: Path | None = None
+
+
+def confine_writes(root: str | Path | None) -> None:
+    """Refuse, from now on, every write of this module outside `root` (None: no limit)."""
+    global _WRITE_ROOT
+    _WRITE_ROOT = None if root is None else Path(root).resolve()
+
+
+def check_writable(path: str | Path, what: str | None = None) -> Path:
+    """`path`, if writes may go there; symbolic links and `..` are resolved first."""
+    path = Path(path)
+    if _WRITE_ROOT is not None and not path.resolve().is_relative_to(_WRITE_ROOT):
+        raise ConfigError(f"{what + ' ' if what else ''}{str(path)!r}: refusing to write outside "
+                          f"the artifact folder {str(_WRITE_ROOT)!r}")
+    return path
+
+
+def _remove_stale(path: Path) -> None:
+    """Remove temporary siblings of `path` left by writers that were killed."""
+    for stale in path.parent.glob(f".{glob_escape(path.name)}.*.tmp"):
+        pid = stale.name.removeprefix(f".{path.name}.").split(".", 1)[0]
+        if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+            (shutil.rmtree if stale.is_dir() else os.unlink)(stale)
+
+
+def glob_escape(name: str) -> str:
+    return "".join(f"[{c}]" if c in "*?[" else c for c in name)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
 
 def _umask() -> int:
     mask = os.umask(0)
@@ -27,9 +72,10 @@ def _umask() -> int:
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside `path`; rename it onto `path` only on success."""
-    path = Path(path)
+    path = check_writable(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    _remove_stale(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     tmp = Path(tmp)
     try:
@@ -43,9 +89,10 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
 @contextlib.contextmanager
 def atomic_dir(path: str | Path) -> Iterator[Path]:
     """Yield a fresh temporary folder; it replaces `path` whole only on success."""
-    path = Path(path)
+    path = check_writable(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    _remove_stale(path)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent))
     try:
         yield tmp
         os.chmod(tmp, 0o777 & ~_umask())   # mkdtemp makes 0700 folders
@@ -84,6 +131,7 @@ def read_json(path: str | Path) -> Any:
 
 def save_arrays(folder: Path, **arrays: np.ndarray) -> None:
     """Arrays as .npy (loaded with allow_pickle=False, so nothing executes on load)."""
+    check_writable(folder)
     for name, arr in arrays.items():
         np.save(folder / f"{name}.npy", np.ascontiguousarray(arr), allow_pickle=False)
 

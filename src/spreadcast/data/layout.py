@@ -144,6 +144,33 @@ def _check_prices_positive(df: pl.DataFrame, path: Path, columns: set[str]) -> N
                             "is not positive, but a target takes its log")
 
 
+def find_gaps(df: pl.DataFrame, path: Path, columns: list[str], min_days: int = 10) -> list[str]:
+    """Warnings for runs of at least `min_days` rows without values inside a column's history.
+
+    A market closed for weeks is not an error: its features are masked over the gap (and their
+    windows see the mask). Columns sharing the same gap are named together.
+    """
+    values = df.select(columns).to_numpy()
+    dates = df[DATE].to_numpy()
+    gaps: dict[tuple[int, int], list[str]] = {}
+    for j, name in enumerate(columns):
+        have = ~np.isnan(values[:, j])
+        seen = np.flatnonzero(have)
+        if seen.size == 0:
+            continue
+        inner = ~have[seen[0]:seen[-1] + 1]
+        edges = np.diff(np.concatenate(([0], inner.view(np.int8), [0])))
+        for start, stop in zip(np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)):
+            if stop - start >= min_days:
+                gaps.setdefault((int(dates[seen[0] + start]), int(dates[seen[0] + stop - 1])), []).append(name)
+    out = []
+    for (first, last), names in sorted(gaps.items()):
+        shown = ", ".join(repr(n) for n in names[:3]) + (", ..." if len(names) > 3 else "")
+        out.append(f"{path}: {len(names)} column(s) ({shown}) have no values for date_id {first}..{last}; "
+                   "their features are masked there")
+    return out
+
+
 def read_lagged(folder: Path, lag: int, targets: list[Target]) -> pl.DataFrame:
     path = folder / f"test_labels_lag_{lag}.csv"
     df = _read_raw(path)
@@ -184,7 +211,8 @@ def read_dataset(folder: str | Path, lags: list[int] | None = None) -> Dataset:
                         f"params data.lags {sorted(lags)}")
     price_columns = {c for t in targets for c in t.columns}
     _check_prices_positive(train, train_path, price_columns)
-    ds = Dataset(folder=folder, train=train, features=features, targets=targets)
+    ds = Dataset(folder=folder, train=train, features=features, targets=targets,
+                 warnings=find_gaps(train, train_path, features))
 
     labels_path = folder / "train_labels.csv"
     if labels_path.exists():

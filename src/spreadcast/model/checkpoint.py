@@ -7,6 +7,8 @@ ordered feature and target registries, params hash, data fingerprint and the SHA
 """
 from __future__ import annotations
 
+import io
+import sys
 from pathlib import Path
 
 import torch
@@ -21,9 +23,29 @@ def save(path: str | Path, state: dict, meta: dict) -> None:
     path = Path(path)
     weights = path.with_suffix(".pt")
     weights.parent.mkdir(parents=True, exist_ok=True)
+    buffer = io.BytesIO()        # saved through a buffer, the archive's inner folder has a fixed name
+    torch.save(_canonical(state), buffer)
     with atomic_path(weights) as tmp:
-        torch.save(state, tmp)
+        tmp.write_bytes(buffer.getvalue())
     write_json(path.with_suffix(".json"), {**meta, "sha256": sha256_file(weights)})
+
+
+def _canonical(obj):
+    """A copy whose pickle depends only on the values, so equal states give equal bytes.
+
+    Pickle writes a repeated object as a back-reference; which strings are the same object
+    depends on history (literals are interned, loaded ones are not), so a resumed run would
+    otherwise save a different file, and DVC hash, than an uninterrupted one.
+    """
+    if isinstance(obj, dict):
+        return {_canonical(k): _canonical(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_canonical(v) for v in obj]
+    if isinstance(obj, tuple):
+        return tuple(_canonical(v) for v in obj)
+    if isinstance(obj, str):
+        return sys.intern(obj)
+    return obj
 
 
 def load(path: str | Path) -> tuple[dict, dict]:

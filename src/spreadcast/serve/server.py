@@ -34,6 +34,8 @@ ARTIFACTS_ENV = "SPREADCAST_ARTIFACTS"
 # Trailing days of history the features of one day are built from: enough for the longest
 # window (history + level window + largest horizon) on a column missing now and then.
 TAIL_DAYS = 512
+# A served date_id more than this many days after the last one is taken as malformed.
+MAX_SKIP = 31
 
 
 def _to_polars(frame) -> pl.DataFrame:
@@ -185,16 +187,23 @@ class Server:
 
     def predict(self, test, *batches) -> pl.DataFrame:
         self.calls += 1
-        frames = [_to_polars(b) for b in batches]
-        columns = self._reply_columns(frames)
+        columns = self._reply_columns(batches, self.target_names)
         try:
+            frames = [_to_polars(b) for b in batches]
             test = _to_polars(test)
             date_id = self._date_of(test, frames)
+            if not int(self.dates[0]) <= date_id <= int(self.dates[-1]) + MAX_SKIP:
+                raise ValueError(f"date_id {date_id} is outside the served history "
+                                 f"{int(self.dates[0])}..{int(self.dates[-1]) + MAX_SKIP}; state left unchanged")
             self._add_day(test, date_id)
             new = [self._add_labels(frame, lag) for lag, frame in zip(range(1, len(frames) + 1), frames)]
             new = [frame for frame in new if frame is not None and frame.height]
             if new:
-                self.revealed = pl.concat([self.revealed.filter(pl.col(DATE) >= int(self.dates[0])), *new])
+                incoming = pl.concat(new)
+                kept = self.revealed.filter(pl.col(DATE) >= int(self.dates[0]))
+                if kept.height and incoming[DATE].min() <= kept[DATE].max():   # a repeated day's labels replace
+                    kept = kept.join(incoming.select(DATE, "target").unique(), on=[DATE, "target"], how="anti")
+                self.revealed = pl.concat([kept, incoming])
             values = self._forecast(date_id)
             if not all(np.isfinite(v) for v in values.values()):
                 raise ValueError("non-finite forecast")
@@ -214,9 +223,17 @@ class Server:
                     return int(ids[0])
         return int(self.dates[-1]) + 1                   # no date given: take the next day
 
-    def _reply_columns(self, frames: list[pl.DataFrame]) -> list[str]:
-        columns = [c for f in frames for c in f.columns if c not in (DATE, LABEL_DATE)]
-        return columns or list(self.target_names)
+    @staticmethod
+    def _reply_columns(batches, default: list[str]) -> list[str]:
+        """The batches' target columns in their order (each once); `default` if none."""
+        columns: dict[str, None] = {}
+        for batch in batches:
+            try:
+                names = [str(c) for c in getattr(batch, "columns", [])]
+            except Exception:     # a broken frame names no columns
+                names = []
+            columns.update((c, None) for c in names if c not in (DATE, LABEL_DATE))
+        return list(columns) or list(default)
 
     @staticmethod
     def _reply(values: dict[str, float], columns: list[str]) -> pl.DataFrame:
@@ -241,6 +258,6 @@ def predict(test, label_lags_1_batch=None, label_lags_2_batch=None, label_lags_3
             _SERVER = Server(os.environ.get(ARTIFACTS_ENV, "artifacts"))
         except Exception as exc:
             log.error("cannot load artifacts: %s; serving zeros", exc)
-            columns = [c for b in batches for c in _to_polars(b).columns if c not in (DATE, LABEL_DATE)]
-            return Server._reply({}, columns or ["target_0", "target_1"])
+            columns = Server._reply_columns(batches, ["target_0", "target_1"])
+            return Server._reply({}, columns)
     return _SERVER.predict(test, *batches)

@@ -19,6 +19,7 @@ from spreadcast.config import FinetuneConfig, TrainConfig
 from spreadcast.io import write_json
 from spreadcast.model import checkpoint
 from spreadcast.model.net import ModelConfig, SpreadTransformer
+from spreadcast.training.distributed import SINGLE, Context
 from spreadcast.training.loop import evaluate_head, fit, head_data
 
 
@@ -44,7 +45,11 @@ def io_warmup(cfg: FinetuneConfig):
 
 
 def finetune(trained: Path, kept: list[str], tensors, lag: int, train_cfg: TrainConfig,
-             cfg: FinetuneConfig, out: Path, live=None) -> dict:
+             cfg: FinetuneConfig, out: Path, live=None, ctx: Context = SINGLE,
+             device: torch.device | None = None) -> dict:
+    """Fine-tune the head in `trained` on the `kept` features; checkpoints go to `out`.
+
+    Under several processes (`ctx`) every rank trains its share and rank 0 alone writes."""
     state, meta = checkpoint.load(trained / "best")
     old = SpreadTransformer(ModelConfig(**meta["model"]))
     old.load_state_dict(state["model"])
@@ -56,27 +61,30 @@ def finetune(trained: Path, kept: list[str], tensors, lag: int, train_cfg: Train
     torch.manual_seed(train_cfg.seed)
     model = SpreadTransformer(mcfg)
     loaded = checkpoint.load_into(trained / "best", model, kept, targets, cfg.init, cfg.rescale)
-    out.mkdir(parents=True, exist_ok=True)
-    write_json(out / "load_summary.json", loaded)
+    if device is not None:
+        model.to(device)
     f, t = loaded["features"], loaded["targets"]
-    print(f"  loaded {loaded['checkpoint']}: features kept {f['kept']}, dropped {len(f['dropped'])}, "
-          f"added {len(f['added'])}{', reordered' if f['reordered'] else ''}; targets kept {t['kept']}, "
-          f"dropped {len(t['dropped'])}, added {len(t['added'])}{', reordered' if t['reordered'] else ''}",
-          flush=True)
+    if ctx.main:
+        out.mkdir(parents=True, exist_ok=True)
+        write_json(out / "load_summary.json", loaded)
+        print(f"  loaded {loaded['checkpoint']}: features kept {f['kept']}, dropped {len(f['dropped'])}, "
+              f"added {len(f['added'])}{', reordered' if f['reordered'] else ''}; targets kept {t['kept']}, "
+              f"dropped {len(t['dropped'])}, added {len(t['added'])}{', reordered' if t['reordered'] else ''}",
+              flush=True)
     groups = None
     if t["added"]:
         new = torch.tensor([name in set(t["added"]) for name in targets])
         groups = {"kept": ~new, "new": new}
     new_meta = {**meta, "model": mcfg.to_dict(), "features": kept, "targets": targets}
     summary = fit(model, head_data(tensors, lag, kept), train_cfg, out, new_meta, live=live,
-                  epochs=cfg.epochs, lr=cfg.lr, on_epoch=io_warmup(cfg), groups=groups)
+                  epochs=cfg.epochs, lr=cfg.lr, on_epoch=io_warmup(cfg), groups=groups, ctx=ctx)
     pruned = summary["val"]
     keep_unpruned = pruned["sharpe"] < unpruned["sharpe"] - cfg.tolerance
-    if keep_unpruned:
+    if ctx.main and keep_unpruned:
         print(f"  fine-tuned val Sharpe {pruned['sharpe']:+.3f} is below the unpruned "
               f"{unpruned['sharpe']:+.3f} - {cfg.tolerance}: keeping the unpruned model", flush=True)
         checkpoint.save(out / "model", {"model": state["model"]}, meta)
-    else:
+    elif ctx.main:
         best_state, best_meta = checkpoint.load(out / "best")
         checkpoint.save(out / "model", {"model": best_state["model"]}, best_meta)
     return {"unpruned_val": unpruned, "finetuned_val": pruned, "kept_unpruned": bool(keep_unpruned),

@@ -27,6 +27,8 @@ from spreadcast.features.windows import Windows
 from spreadcast.io import sha256_bytes, sha256_file
 from spreadcast.model import checkpoint, losses
 from spreadcast.model.net import SpreadTransformer
+from spreadcast.training import distributed
+from spreadcast.training.distributed import SINGLE, Context
 
 COLLAPSE_STD = 1e-6   # cross-target spread of standardised forecasts below this: collapsed
 
@@ -130,7 +132,8 @@ def activation_stats(model: SpreadTransformer, x: torch.Tensor, m: torch.Tensor)
 
 def fit(model: SpreadTransformer, data: HeadData, cfg: TrainConfig, out: Path, meta: dict,
         live=None, epochs: int | None = None, lr: float | None = None,
-        on_epoch=None, groups: dict[str, torch.Tensor] | None = None, keep: str = "best") -> dict:
+        on_epoch=None, groups: dict[str, torch.Tensor] | None = None, keep: str = "best",
+        ctx: Context = SINGLE) -> dict:
     """Train `model`, writing `best`/`last` checkpoints into `out`; returns the summary.
 
     If `out` holds a `last` checkpoint of the same run (config, data, epochs and learning
@@ -139,6 +142,9 @@ def fit(model: SpreadTransformer, data: HeadData, cfg: TrainConfig, out: Path, m
     (fine-tuning freezes and unfreezes there); `groups` maps a name to a boolean mask over the
     targets, and each group's regression loss is reported per epoch. `keep="last"` ends on the
     last epoch's weights instead of the best validation epoch's (a refit has no held-out days).
+
+    Under several processes (`ctx`), each takes its share of every batch and
+    DistributedDataParallel averages the gradients; only rank 0 prints and writes.
     """
     epochs = cfg.epochs if epochs is None else epochs
     base_lr = cfg.lr if lr is None else lr
@@ -152,13 +158,17 @@ def fit(model: SpreadTransformer, data: HeadData, cfg: TrainConfig, out: Path, m
     warmup = cfg.warmup_epochs * steps_per_epoch
     rank_scale = data.target_scale / data.target_scale.mean()
     run_meta = {**meta, "fit": {"epochs": epochs, "lr": base_lr}}
+    pin = cfg.pin_memory and device.type == "cuda"
+    say = print if ctx.main else (lambda *a, **k: None)
 
-    def terms(rows: np.ndarray):
+    def terms(rows: np.ndarray, net: torch.nn.Module = model):
         x, m, y = data.windows.batch(rows)
-        x, m, y = x.to(device), m.to(device), y.to(device)
+        if pin:                  # page-locked host memory: the copies below overlap compute
+            x, m, y = x.pin_memory(), m.pin_memory(), y.pin_memory()
+        x, m, y = (t.to(device, non_blocking=pin) for t in (x, m, y))
         have = ~torch.isnan(y)
         with autocast():
-            forecast, score = model(x, m)
+            forecast, score = net(x, m)
         forecast, score = forecast.float(), score.float()
         regression = losses.huber(forecast, y, have, cfg.huber_delta)
         if cfg.regression_loss == "hybrid":
@@ -180,7 +190,7 @@ def fit(model: SpreadTransformer, data: HeadData, cfg: TrainConfig, out: Path, m
         norm = tuple(progress["norm"])
         best, best_epoch, stale = progress["best"], progress["best_epoch"], progress["stale"]
         history, start, step = list(progress["history"]), progress["epoch"], progress["step"]
-        print(f"  resuming after epoch {start} from {out / 'last.pt'}", flush=True)
+        say(f"  resuming after epoch {start} from {out / 'last.pt'}", flush=True)
         for record in history:
             _log(live, record)
     else:
@@ -191,24 +201,30 @@ def fit(model: SpreadTransformer, data: HeadData, cfg: TrainConfig, out: Path, m
         norm = (max(h0.item(), 1e-8), max(r0.item(), 1e-8))
         best, best_epoch, stale, history, start, step = -math.inf, -1, 0, [], 0, 0
 
+    net, trainable = model, None
     for epoch in range(start, epochs):
         if stale >= cfg.patience:
             break
         model.train()
         if on_epoch is not None:
             on_epoch(epoch, model)
+        now_trainable = tuple(p.requires_grad for p in model.parameters())
+        if now_trainable != trainable:       # DDP and compile see the parameters that train now
+            net, trainable = distributed.wrap(model, ctx, device), now_trainable
+            if cfg.compile:
+                net = torch.compile(net)
         gw = losses.gate_weight(cfg.gate_l1, epoch, cfg.gate_warmup_epochs)
         order = data.train_rows[torch.randperm(n, generator=generator).numpy()]
         sums = np.zeros(3)
         group_sums = dict.fromkeys(groups or {}, 0.0)
         bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{epochs}", leave=False,
-                   disable=not sys.stderr.isatty())
+                   disable=not (ctx.main and sys.stderr.isatty()))
         for b in bar:
             rows = order[b * cfg.batch_size:(b + 1) * cfg.batch_size]
             lr_now = lr_at(step, total, warmup, base_lr, cfg.schedule)
             for group in optimizer.param_groups:
                 group["lr"] = lr_now * group["lr_mult"]
-            h, r, g, group_parts = terms(rows)
+            h, r, g, group_parts = terms(ctx.shard(rows), net)
             for name, value in group_parts.items():
                 group_sums[name] += value
             weighted = torch.stack([h / norm[0], cfg.rank_weight * r / norm[1], gw * g])
@@ -219,7 +235,7 @@ def fit(model: SpreadTransformer, data: HeadData, cfg: TrainConfig, out: Path, m
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
             scaler.step(optimizer)
             scaler.update()
-            sums += weighted.detach().cpu().numpy()
+            sums += ctx.mean(weighted.detach()).cpu().numpy()
             step += 1
             bar.set_postfix(loss=f"{loss.item():.4f}")
         parts = sums / steps_per_epoch
@@ -242,9 +258,9 @@ def fit(model: SpreadTransformer, data: HeadData, cfg: TrainConfig, out: Path, m
             model.eval()
             record.update(activation_stats(model, x.to(device), m.to(device)))
         history.append(record)
-        if val["collapsed_days"]:
+        if val["collapsed_days"] and ctx.main:
             warnings.warn(f"epoch {epoch + 1}: forecasts collapsed on {val['collapsed_days']} validation days")
-        print(f"  epoch {epoch + 1:>3}/{epochs}  loss {record['loss']:.4f} "
+        say(f"  epoch {epoch + 1:>3}/{epochs}  loss {record['loss']:.4f} "
               f"(regression {record['share_regression']:.0%}, rank {record['share_rank']:.0%}, "
               f"gate {record['share_gate']:.0%})  val sharpe {val['sharpe']:+.3f}  ic {val['ic_mean']:+.4f}",
               flush=True)
@@ -252,23 +268,27 @@ def fit(model: SpreadTransformer, data: HeadData, cfg: TrainConfig, out: Path, m
         score = val["sharpe"] if np.isfinite(val["sharpe"]) else -math.inf
         if score > best:
             best, best_epoch, stale = score, epoch + 1, 0
-            checkpoint.save(out / "best", {"model": model.state_dict(), "epoch": epoch + 1},
-                            {**run_meta, "epoch": epoch + 1, "val_sharpe": score})
+            if ctx.main:
+                checkpoint.save(out / "best", {"model": model.state_dict(), "epoch": epoch + 1},
+                                {**run_meta, "epoch": epoch + 1, "val_sharpe": score})
         else:
             stale += 1
         progress = {"epoch": epoch + 1, "step": step, "norm": list(norm), "best": best,
                     "best_epoch": best_epoch, "stale": stale, "history": history}
-        checkpoint.save(out / "last", {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                                       "scaler": scaler.state_dict(), "generator": generator.get_state(),
-                                       "rng": torch.get_rng_state(), "progress": progress},
-                        {**run_meta, "epoch": epoch + 1, "val_sharpe": score})
+        if ctx.main:
+            checkpoint.save(out / "last", {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                                           "scaler": scaler.state_dict(), "generator": generator.get_state(),
+                                           "rng": torch.get_rng_state(), "progress": progress},
+                            {**run_meta, "epoch": epoch + 1, "val_sharpe": score})
         if stale >= cfg.patience:
-            print(f"  early stop: no validation gain for {cfg.patience} epochs", flush=True)
-    if best_epoch < 0:
+            say(f"  early stop: no validation gain for {cfg.patience} epochs", flush=True)
+    if best_epoch < 0 and ctx.main:
         checkpoint.save(out / "best", {"model": model.state_dict(), "epoch": len(history)},
                         {**run_meta, "epoch": len(history), "val_sharpe": None})
+    ctx.barrier()                            # rank 0's checkpoints are complete
     best_state, _ = checkpoint.load(out / keep)
     model.load_state_dict(best_state["model"])
+    ctx.barrier()                            # every rank has read them before they are moved
     final = evaluate_head(model, data, data.val_rows, cfg.batch_size, autocast)
     collapsed = sum(1 for r in history if r["val_collapsed_days"])
     if final["pred_spread"] < COLLAPSE_STD:
