@@ -9,7 +9,6 @@ from pathlib import Path
 from spreadcast import cli, config
 from spreadcast.features import windows
 from spreadcast.io import atomic_dir, read_json, write_json
-from spreadcast.errors import TrainingError
 from spreadcast.training import distributed
 from spreadcast.training.finetune import finetune
 from spreadcast.training.loop import move_checkpoints, open_live
@@ -25,16 +24,7 @@ def main() -> None:
     args = p.parse_args()
     train_cfg = config.load("train", args.params)
     cfg = config.load("finetune", args.params)
-    code = distributed.relaunch(train_cfg.processes)
-    if code is not None:                       # this process only launched the workers
-        if code:
-            raise TrainingError(f"train.processes = {train_cfg.processes}: torchrun exited with status {code}")
-        return
-    ctx, device = distributed.setup()
-    try:
-        run(args, train_cfg, cfg, ctx, device)
-    finally:
-        distributed.teardown(ctx)
+    distributed.run(train_cfg.processes, lambda ctx, device: run(args, train_cfg, cfg, ctx, device))
 
 
 def run(args, train_cfg, cfg, ctx: distributed.Context, device) -> None:

@@ -13,7 +13,6 @@ from spreadcast import cli, config
 from spreadcast.features import windows
 from spreadcast.io import atomic_dir, write_json
 from spreadcast.model.net import ModelConfig, SpreadTransformer
-from spreadcast.errors import TrainingError
 from spreadcast.training import distributed
 from spreadcast.training.loop import data_fingerprint, fit, head_data, move_checkpoints, open_live
 
@@ -34,16 +33,7 @@ def main() -> None:
     p.add_output("--work", help="checkpoints while training; a rerun resumes from here")
     args = p.parse_args()
     cfg = config.load("train", args.params)
-    code = distributed.relaunch(cfg.processes)
-    if code is not None:                       # this process only launched the workers
-        if code:
-            raise TrainingError(f"train.processes = {cfg.processes}: torchrun exited with status {code}")
-        return
-    ctx, device = distributed.setup()
-    try:
-        train(args, cfg, ctx, device)
-    finally:
-        distributed.teardown(ctx)
+    distributed.run(cfg.processes, lambda ctx, device: train(args, cfg, ctx, device))
 
 
 def train(args, cfg: config.TrainConfig, ctx: distributed.Context, device: torch.device) -> None:

@@ -12,9 +12,12 @@ import os
 import subprocess
 import sys
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 import torch.distributed as dist
+
+from spreadcast.errors import TrainingError
 
 
 @dataclass(frozen=True)
@@ -97,3 +100,17 @@ def wrap(model: torch.nn.Module, ctx: Context, device: torch.device) -> torch.nn
         return model
     ids = [device.index] if device.type == "cuda" else None
     return torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
+
+
+def run(processes: int, body: Callable[[Context, torch.device], None]) -> None:
+    """A stage's training body, in this process or in `processes` torchrun workers."""
+    code = relaunch(processes)
+    if code is not None:                       # this process only launched the workers
+        if code:
+            raise TrainingError(f"train.processes = {processes}: torchrun exited with status {code}")
+        return
+    ctx, device = setup()
+    try:
+        body(ctx, device)
+    finally:
+        teardown(ctx)
