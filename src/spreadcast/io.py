@@ -10,6 +10,7 @@ argument parser): a write anywhere else is refused before anything is created.
 from __future__ import annotations
 
 import contextlib
+import glob
 import hashlib
 import json
 import math
@@ -43,14 +44,10 @@ def check_writable(path: str | Path, what: str | None = None) -> Path:
 
 def _remove_stale(path: Path) -> None:
     """Remove temporary siblings of `path` left by writers that were killed."""
-    for stale in path.parent.glob(f".{glob_escape(path.name)}.*.tmp"):
+    for stale in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
         pid = stale.name.removeprefix(f".{path.name}.").split(".", 1)[0]
         if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
             (shutil.rmtree if stale.is_dir() else os.unlink)(stale)
-
-
-def glob_escape(name: str) -> str:
-    return "".join(f"[{c}]" if c in "*?[" else c for c in name)
 
 
 def _alive(pid: int) -> bool:
