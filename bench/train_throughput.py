@@ -41,7 +41,8 @@ def bench(size: dict, steps: int, repeats: int, amp: bool) -> dict:
     x = torch.randn(DATES, size["features"])
     windows = Windows(x, torch.zeros_like(x), torch.randn(DATES, TARGETS), size["history"])
     cfg = ModelConfig(n_features=size["features"], n_targets=TARGETS, history=size["history"],
-                      d_model=size["d_model"], n_heads=size["n_heads"], n_layers=size["n_layers"])
+                      d_model=size["d_model"], n_heads=size["n_heads"], n_layers=size["n_layers"],
+                      skip_decays=tuple(TrainConfig().skip_decays))
     model = SpreadTransformer(cfg)
     autocast, _ = autocast_context(torch.device("cpu"), amp)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)

@@ -1,5 +1,8 @@
 """Score the final lag heads on the holdout against the ridge baseline (and the oracle's ceiling).
 
+The validation days are scored the same way (`val_*` metrics): they chose epochs and pruning,
+so the holdout, which nothing chose from, is the headline.
+
 usage: python stages/evaluate.py --data artifacts/data --tensors artifacts/tensors \
            --models artifacts/finetune --oracle artifacts/synthetic/oracle \
            --out artifacts/evaluate --metrics artifacts/metrics/evaluate.json
@@ -10,6 +13,7 @@ import numpy as np
 import torch
 
 from spreadcast import cli, config
+from spreadcast.evaluation import metric
 from spreadcast.evaluation.baseline import fit_ridge, predict_ridge
 from spreadcast.evaluation.report import compare, oracle_for, oracle_table
 from spreadcast.features import windows
@@ -42,18 +46,28 @@ def main() -> None:
     weights, intercept = fit_ridge(x[tensors.splits.train], tensors.labels.numpy()[tensors.splits.train],
                                    cfg.ridge_alpha)
     predictions["ridge"] = predict_ridge(weights, intercept, x[rows])      # standardised, like the model
+    val_rows = tensors.splits.val
+    val_predictions = {"model": predict_rows(heads, tensors, val_rows),
+                       "ridge": predict_ridge(weights, intercept, x[val_rows])}
 
     oracle = oracle_for(Path(args.oracle), registry)
     if oracle is not None:
         predictions["ceiling"] = oracle_table(oracle / "ceiling.parquet", dates, tensors.target_names)
+        val_predictions["ceiling"] = oracle_table(oracle / "ceiling.parquet", tensors.date_ids[val_rows],
+                                                  tensors.target_names)
+    val_sharpe = {name: metric.summary(tensors.raw_labels[val_rows], p)["sharpe"]
+                  for name, p in val_predictions.items()}
 
     metrics, daily, per_lag = compare(labels, predictions, tensors.target_lags, dates, cfg.rolling_window)
     summary = {"holdout_days": int(rows.size), "holdout_date_ids": [int(dates[0]), int(dates[-1])],
                **{f"{name}_sharpe": m["sharpe"] for name, m in metrics.items()},
                **{f"{name}_ic": m["ic_mean"] for name, m in metrics.items()},
-               "model_vs_ridge": metrics["model"]["sharpe"] - metrics["ridge"]["sharpe"]}
+               "model_vs_ridge": metrics["model"]["sharpe"] - metrics["ridge"]["sharpe"],
+               **{f"val_{name}_sharpe": v for name, v in val_sharpe.items()},
+               "val_model_vs_ridge": val_sharpe["model"] - val_sharpe["ridge"]}
     if "ceiling" in metrics:
         summary["fraction_of_ceiling"] = metrics["model"]["sharpe"] / metrics["ceiling"]["sharpe"]
+        summary["val_fraction_of_ceiling"] = val_sharpe["model"] / val_sharpe["ceiling"]
     with atomic_dir(args.out) as tmp:
         write_json(tmp / "report.json", {**metrics, "gates": gate_stats})
         daily.write_csv(tmp / "daily_ic.csv")
@@ -69,6 +83,8 @@ def main() -> None:
                                           for name, m in metrics.items()}})
     line = "  ".join(f"{name} {m['sharpe']:+.3f}" for name, m in metrics.items())
     print(f"evaluate: holdout {rows.size} days, Sharpe  {line}")
+    line = "  ".join(f"{name} {v:+.3f}" for name, v in val_sharpe.items())
+    print(f"evaluate: validation {val_rows.size} days, Sharpe  {line}")
 
 
 if __name__ == "__main__":

@@ -21,7 +21,8 @@ def model_config(cfg: config.TrainConfig, n_features: int, n_targets: int, histo
     return ModelConfig(n_features=n_features, n_targets=n_targets, history=history,
                        d_model=cfg.d_model, n_heads=cfg.n_heads, n_layers=cfg.n_layers,
                        ff_mult=cfg.ff_mult, dropout=cfg.dropout, time2vec_dim=cfg.time2vec_dim,
-                       positional=cfg.positional, grad_checkpoint=cfg.grad_checkpoint)
+                       positional=cfg.positional, grad_checkpoint=cfg.grad_checkpoint,
+                       skip_decays=tuple(cfg.skip_decays))
 
 
 def main() -> None:

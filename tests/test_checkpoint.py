@@ -90,6 +90,30 @@ def test_architecture_mismatch_fails_before_loading(saved, field, value):
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
 
 
+def test_several_linear_path_averages_are_remapped_block_by_block(tmp_path):
+    old = model_for(len(FEATURES), len(TARGETS), skip_decays=(0.0, 0.8)).eval()
+    with torch.no_grad():
+        old.skip.weight.normal_()
+    meta = {"model": old.cfg.to_dict(), "features": FEATURES, "targets": TARGETS}
+    checkpoint.save(tmp_path / "best", {"model": old.state_dict()}, meta)
+    _, loaded = checkpoint.load(tmp_path / "best")
+    assert loaded["model"]["skip_decays"] == [0.0, 0.8]       # JSON list, still compatible below
+
+    model = model_for(2, 4, seed=5, skip_decays=(0.0, 0.8))
+    checkpoint.load_into(tmp_path / "best", model, ["b", "e"], TARGETS)
+    torch.testing.assert_close(model.skip.weight[:, 1], old.skip.weight[:, 4])          # 'e', last day
+    torch.testing.assert_close(model.skip.weight[:, 2 + 1], old.skip.weight[:, 6 + 4])  # 'e', decayed
+
+    grown = model_for(7, 4, seed=5, skip_decays=(0.0, 0.8)).eval()
+    checkpoint.load_into(tmp_path / "best", grown, FEATURES + ["new1"], TARGETS)
+    assert (grown.skip.weight[:, [6, 7 + 6]] == 0).all()
+    torch.testing.assert_close(grown(*inputs(FEATURES + ["new1"]))[0], old(*inputs(FEATURES))[0])
+
+    other = model_for(6, 4, skip_decays=(0.0, 0.8, 0.95))
+    with pytest.raises(CheckpointError, match="architecture field 'skip_decays' differs"):
+        checkpoint.load_into(tmp_path / "best", other, FEATURES, TARGETS)
+
+
 @pytest.mark.parametrize("init", ["normal", "kaiming"])
 def test_init_policies_fill_new_rows(saved, init):
     path, _ = saved

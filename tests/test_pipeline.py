@@ -25,7 +25,8 @@ def test_metrics_report_model_ridge_and_ceiling(tiny_project):
     import json
 
     metrics = json.loads((project / "artifacts/metrics/evaluate.json").read_text())
-    for key in ("model_sharpe", "ridge_sharpe", "ceiling_sharpe", "fraction_of_ceiling"):
+    for key in ("model_sharpe", "ridge_sharpe", "ceiling_sharpe", "fraction_of_ceiling",
+                "val_model_sharpe", "val_ridge_sharpe", "val_ceiling_sharpe", "val_fraction_of_ceiling"):
         assert key in metrics
     assert metrics["ceiling_sharpe"] > 0.5        # the planted signal is there to be found
 
@@ -59,3 +60,28 @@ def test_artifacts_travel_through_a_dvc_remote(tiny_project, tmp_path):
            (project / "artifacts/submission/submission.csv").read_bytes()
     assert "Data and pipelines are up to date" in dvc(clone, "repro")
     assert "up to date" in dvc(clone, "status")
+
+
+def test_prune_by_validation_keeps_the_best_candidate_count(tiny_project, tmp_path):
+    """The `validate` policy, through the stage script, on a copy of the tiny project's tensors
+    and trained head: it scores every candidate count and keeps the best one."""
+    import json
+    import shutil
+    import sys
+
+    for name in ("tensors", "train/lag1"):
+        shutil.copytree(tiny_project / "artifacts" / name, tmp_path / "artifacts" / name)
+    params = yaml.safe_load((tiny_project / "params.yaml").read_text())
+    params["prune"].update(policy="validate", candidates=[4, 8, 1000], min_keep=1)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    out = subprocess.run([sys.executable, str(tiny_project / "stages/prune.py"), "--params", "params.yaml",
+                          "--lag", "1", "--tensors", "artifacts/tensors", "--train", "artifacts/train/lag1",
+                          "--out", "artifacts/prune/lag1"], cwd=tmp_path, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    registry = json.loads((tmp_path / "artifacts/prune/lag1/registry.json").read_text())
+    n_features = len(json.loads((tmp_path / "artifacts/tensors/meta.json").read_text())["features"])
+    tried = {int(k): v for k, v in registry["validation_sharpe_by_count"].items()}
+    assert set(tried) == {4, 8, n_features}                  # 1000 is capped at every feature
+    best = max(tried, key=lambda k: (tried[k], -k))
+    assert len(registry["features"]) == best
+    assert "validation Sharpe of the re-solved linear path" in out.stdout

@@ -213,6 +213,7 @@ class TrainConfig:
     dropout: float = 0.1
     time2vec_dim: int = 8
     positional: bool = True
+    skip_decays: list[float] = field(default_factory=lambda: [0.0, 0.9])   # linear path's averages
     epochs: int = 30
     batch_size: int = 64
     lr: float = 1e-4
@@ -244,6 +245,8 @@ class TrainConfig:
         _require(self.ff_mult >= 1, f"{s}.ff_mult", "must be at least 1")
         _require(0.0 <= self.dropout < 1.0, f"{s}.dropout", "must be in [0, 1)")
         _require(self.time2vec_dim >= 2, f"{s}.time2vec_dim", "must be at least 2")
+        _require(len(self.skip_decays) >= 1 and all(0.0 <= d < 1.0 for d in self.skip_decays),
+                 f"{s}.skip_decays", "must list at least one decay, each in [0, 1)")
         _require(self.epochs >= 1, f"{s}.epochs", "must be at least 1")
         _require(self.batch_size >= 1, f"{s}.batch_size", "must be at least 1")
         _require(0.0 < self.lr < 1.0, f"{s}.lr", "must be in (0, 1)")
@@ -260,13 +263,19 @@ class TrainConfig:
 
 @dataclass
 class PruneConfig:
-    policy: Literal["threshold", "top_k", "mass"] = "mass"
+    policy: Literal["threshold", "top_k", "mass", "validate"] = "validate"
+    score: Literal["saliency", "gate"] = "saliency"   # gate x linear-path weight norm, or the gate alone
     threshold: float = 0.5
     top_k: int = 64
     mass: float = 0.9
-    min_keep: int = 8
+    min_keep: int = 4
+    candidates: list[int] = field(default_factory=lambda: [4, 8, 16, 32])   # counts `validate` tries
+    ridge_alpha: float = 1.0       # the ridge that scores each candidate count
 
     def validate(self, s: str) -> None:
+        _require(len(self.candidates) >= 1 and all(k >= 1 for k in self.candidates), f"{s}.candidates",
+                 "must list at least one count, each at least 1")
+        _require(self.ridge_alpha > 0.0, f"{s}.ridge_alpha", "must be positive")
         _require(0.0 < self.threshold < 1.0, f"{s}.threshold", "must be in (0, 1)")
         _require(self.top_k >= 1, f"{s}.top_k", "must be at least 1")
         _require(0.0 < self.mass <= 1.0, f"{s}.mass", "must be in (0, 1]")
@@ -282,8 +291,10 @@ class FinetuneConfig:
     unfreeze: Literal["staged", "all"] = "staged"
     init: Literal["zero", "normal", "kaiming"] = "zero"
     rescale: bool = False
+    linear_start_alpha: float = 1.0   # > 0: re-solve the kept inputs' linear path by ridge first
 
     def validate(self, s: str) -> None:
+        _require(self.linear_start_alpha >= 0.0, f"{s}.linear_start_alpha", "must be >= 0")
         _require(self.epochs >= 1, f"{s}.epochs", "must be at least 1")
         _require(self.warmup_epochs >= 0, f"{s}.warmup_epochs", "must be >= 0")
         _require(0.0 < self.lr < 1.0, f"{s}.lr", "must be in (0, 1)")

@@ -8,6 +8,7 @@ ordered feature and target registries, params hash, data fingerprint and the SHA
 from __future__ import annotations
 
 import io
+import json
 import sys
 from pathlib import Path
 
@@ -76,20 +77,22 @@ def build_model(meta: dict) -> SpreadTransformer:
 
 # Architecture fields that must agree before any weight is copied. n_features and n_targets may
 # differ: those axes are remapped by name.
-ARCH_FIELDS = ("history", "d_model", "n_heads", "n_layers", "ff_mult", "time2vec_dim", "positional")
+ARCH_FIELDS = ("history", "d_model", "n_heads", "n_layers", "ff_mult", "time2vec_dim", "positional",
+               "skip_decays")
 
-# Parameters with a per-feature axis: name -> (axis, blocks laid out along it). The input
-# projection sees [gated values, missing mask], so its feature axis holds two blocks.
-FEATURE_AXES = {"gate.logit": (0, 1), "input.weight": (1, 2), "skip.weight": (1, 1)}
+# Parameters with a per-feature axis: name -> the axis. Along it lie one or more blocks of
+# features: the input projection sees [gated values, missing mask] (two blocks), the linear
+# path one block per decayed average.
+FEATURE_AXES = {"gate.logit": 0, "input.weight": 1, "skip.weight": 1}
 # Parameters with a per-target axis: the head emits [forecast, score], two blocks of targets.
-TARGET_AXES = {"head.weight": (0, 2), "head.bias": (0, 2), "skip.weight": (0, 2)}
+TARGET_AXES = {"head.weight": 0, "head.bias": 0, "skip.weight": 0}
 INIT_POLICIES = ("zero", "normal", "kaiming")
 
 
 def check_compatible(saved: dict, model_cfg: dict, where: str) -> None:
     """Fail before touching any weight if an architecture field differs."""
     for name in ARCH_FIELDS:
-        if saved.get(name) != model_cfg.get(name):
+        if json.loads(json.dumps(saved.get(name))) != json.loads(json.dumps(model_cfg.get(name))):
             raise CheckpointError(f"{where}: architecture field {name!r} differs: checkpoint has "
                                   f"{saved.get(name)!r}, the model has {model_cfg.get(name)!r}")
 
@@ -103,10 +106,14 @@ def describe(old: list[str], new: list[str]) -> dict:
             "added": [n for n in new if n not in old_set], "reordered": kept_old != kept_new}
 
 
-def _remap_axis(tensor: torch.Tensor, axis: int, blocks: int, old: list[str], new: list[str],
+def _remap_axis(name: str, tensor: torch.Tensor, axis: int, old: list[str], new: list[str],
                 fill) -> torch.Tensor:
     index = {f: i for i, f in enumerate(old)}
     moved = tensor.movedim(axis, 0)
+    blocks = moved.shape[0] // max(1, len(old))
+    if blocks * len(old) != moved.shape[0]:
+        raise CheckpointError(f"{name}: axis {axis} has {moved.shape[0]} entries, "
+                              f"not a multiple of the {len(old)} names saved with it")
     out = fill((blocks * len(new), *moved.shape[1:]), moved.dtype)
     for b in range(blocks):
         for j, name in enumerate(new):
@@ -141,17 +148,17 @@ def remap(state: dict, old_features: list[str], new_features: list[str], old_tar
     if init not in INIT_POLICIES:
         raise CheckpointError(f"init policy {init!r} is not one of {list(INIT_POLICIES)}")
     out = dict(state)
-    for name, (axis, blocks) in FEATURE_AXES.items():
+    for name, axis in FEATURE_AXES.items():
         if name in out:
             fan_in = out[name].shape[1 - axis] if out[name].ndim == 2 else 1
-            out[name] = _remap_axis(out[name], axis, blocks, old_features, new_features,
+            out[name] = _remap_axis(name, out[name], axis, old_features, new_features,
                                     _filler(name, init, fan_in))
     if rescale and len(new_features) and "input.weight" in out:
         out["input.weight"] = out["input.weight"] * (len(old_features) / len(new_features)) ** 0.5
-    for name, (axis, blocks) in TARGET_AXES.items():
+    for name, axis in TARGET_AXES.items():
         if name in out:
             fan_in = out[name].shape[1] if out[name].ndim == 2 else 1
-            out[name] = _remap_axis(out[name], axis, blocks, old_targets, new_targets,
+            out[name] = _remap_axis(name, out[name], axis, old_targets, new_targets,
                                     _filler(name, init, fan_in))
     return out
 

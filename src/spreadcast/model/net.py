@@ -6,6 +6,8 @@
       -> n_layers pre-norm blocks (scaled_dot_product_attention, MLP)
       -> LayerNorm, last time step
       -> head: a regression forecast and a ranking score per target of the lag
+      + linear path: K exponentially weighted averages of the gated features over the window
+        (decay rates learned), mapped straight to the outputs
 """
 from __future__ import annotations
 
@@ -30,6 +32,10 @@ class ModelConfig:
     time2vec_dim: int = 8
     positional: bool = True
     grad_checkpoint: bool = False
+    skip_decays: tuple[float, ...] = (0.0,)     # initial decay per linear-path average; 0 = last day
+
+    def __post_init__(self):
+        self.skip_decays = tuple(float(d) for d in self.skip_decays)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -58,6 +64,29 @@ class Time2Vec(nn.Module):
     def forward(self, t: torch.Tensor) -> torch.Tensor:
         z = t[..., None] * self.w + self.b          # (L, k)
         return torch.cat([z[..., :1], torch.sin(z[..., 1:])], dim=-1)
+
+
+class DecayPool(nn.Module):
+    """K exponentially weighted averages over the window: (B, L, F) -> (B, K * F), kernel-major.
+
+    Kernel k weighs the value `a` days before the last by decay_k ** a, normalised to unit L2
+    norm so an average of independent standardised values stays standardised. Each decay is
+    sigmoid(logit), learned; a decay of 0 keeps the last day only.
+    """
+
+    def __init__(self, *, decays: tuple[float, ...]):
+        super().__init__()
+        d = torch.tensor(decays, dtype=torch.float32).clamp(1e-4, 1 - 1e-4)
+        self.logit = nn.Parameter(torch.logit(d))
+
+    def kernels(self, length: int) -> torch.Tensor:
+        age = torch.arange(length - 1, -1, -1, device=self.logit.device, dtype=self.logit.dtype)
+        w = torch.sigmoid(self.logit)[:, None] ** age                       # (K, L), oldest first
+        return w / w.norm(dim=1, keepdim=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        w = self.kernels(x.shape[1]).to(x.dtype)
+        return torch.einsum("kl,blf->bkf", w, x).flatten(1)                # (B, K * F)
 
 
 class Attention(nn.Module):
@@ -107,9 +136,10 @@ class SpreadTransformer(nn.Module):
             for _ in range(cfg.n_layers))
         self.norm = nn.LayerNorm(cfg.d_model)
         self.head = nn.Linear(cfg.d_model, 2 * cfg.n_targets)
-        # linear path from the last day's gated features: at low signal-to-noise the best
-        # forecasts are close to linear, and the encoder then only has to learn the rest
-        self.skip = nn.Linear(cfg.n_features, 2 * cfg.n_targets, bias=False)
+        # linear path from decayed averages of the gated features: at low signal-to-noise the
+        # best forecasts are close to linear, and the encoder then only has to learn the rest
+        self.pool = DecayPool(decays=cfg.skip_decays)
+        self.skip = nn.Linear(len(cfg.skip_decays) * cfg.n_features, 2 * cfg.n_targets, bias=False)
         nn.init.zeros_(self.skip.weight)
         self.register_buffer("steps", torch.linspace(0.0, 1.0, cfg.history), persistent=False)
 
@@ -134,9 +164,12 @@ class SpreadTransformer(nn.Module):
         encoded = self._blocks(x, missing)[:, -1]
         head_in = self.norm(encoded)
         return {"encoder_out": encoded, "head_in": head_in,
-                "head_out": self.head(head_in) + self.skip(self.gate(x[:, -1]))}
+                "head_out": self.head(head_in) + self.linear(x)}
+
+    def linear(self, x: torch.Tensor) -> torch.Tensor:
+        return self.skip(self.pool(self.gate(x)))                          # (B, 2T)
 
     def forward(self, x: torch.Tensor, missing: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        out = self.head(self.encode(x, missing)) + self.skip(self.gate(x[:, -1]))   # (B, 2T)
+        out = self.head(self.encode(x, missing)) + self.linear(x)          # (B, 2T)
         forecast, score = out.chunk(2, dim=-1)
         return forecast, score

@@ -3,6 +3,9 @@
 The reduced model is built from the trained checkpoint's architecture with the pruned inputs
 (and the current targets), its weights are mapped by name (`checkpoint.load_into`), and `fit`
 builds a fresh optimiser, schedule and grad scaler, so no moment is stale or missing.
+With `linear_start_alpha`, the linear path is first re-solved on the kept inputs in closed form
+(ridge on the training rows): with few inputs that fit is well posed, and it replaces weights
+that were shared out among correlated inputs now dropped.
 IO warm-up: for the first `warmup_epochs` the backbone is frozen while the gate, the input
 projection and the heads adapt; then blocks are unfrozen from the top, one more per epoch
 (`unfreeze: staged`), or all at once (`unfreeze: all`).
@@ -19,6 +22,7 @@ from spreadcast.config import FinetuneConfig, TrainConfig
 from spreadcast.io import write_json
 from spreadcast.model import checkpoint
 from spreadcast.model.net import ModelConfig, SpreadTransformer
+from spreadcast.training import linear
 from spreadcast.training.distributed import SINGLE, Context
 from spreadcast.training.loop import evaluate_head, fit, head_data
 
@@ -63,6 +67,9 @@ def finetune(trained: Path, kept: list[str], tensors, lag: int, train_cfg: Train
     loaded = checkpoint.load_into(trained / "best", model, kept, targets, cfg.init, cfg.rescale)
     if device is not None:
         model.to(device)
+    data = head_data(tensors, lag, kept)
+    if cfg.linear_start_alpha > 0:             # the kept inputs' own least-squares linear path
+        linear.ridge_start(model, data.windows, data.train_rows, cfg.linear_start_alpha)
     f, t = loaded["features"], loaded["targets"]
     if ctx.main:
         out.mkdir(parents=True, exist_ok=True)
@@ -76,7 +83,7 @@ def finetune(trained: Path, kept: list[str], tensors, lag: int, train_cfg: Train
         new = torch.tensor([name in set(t["added"]) for name in targets])
         groups = {"kept": ~new, "new": new}
     new_meta = {**meta, "model": mcfg.to_dict(), "features": kept, "targets": targets}
-    summary = fit(model, head_data(tensors, lag, kept), train_cfg, out, new_meta, live=live,
+    summary = fit(model, data, train_cfg, out, new_meta, live=live,
                   epochs=cfg.epochs, lr=cfg.lr, on_epoch=io_warmup(cfg), groups=groups, ctx=ctx)
     pruned = summary["val"]
     keep_unpruned = pruned["sharpe"] < unpruned["sharpe"] - cfg.tolerance

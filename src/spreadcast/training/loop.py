@@ -91,13 +91,14 @@ def evaluate_head(model, data: HeadData, rows: np.ndarray, batch_size: int, auto
 
 
 def _param_groups(model: torch.nn.Module, weight_decay: float, gate_lr_mult: float):
-    """Weight decay on matrices only; the gate logits get their own (faster) learning rate,
-    since at the small rates that suit the network they would barely move."""
+    """Weight decay on matrices only; the gate logits and the linear path's decay rates get
+    their own (faster) learning rate, since at the small rates that suit the network they
+    would barely move."""
     decay, plain, gate = [], [], []
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
-        if name.startswith("gate."):
+        if name.startswith(("gate.", "pool.")):
             gate.append(p)
         else:
             (decay if p.ndim >= 2 else plain).append(p)
