@@ -1,10 +1,15 @@
 """Derive the pruned feature list of one lag head from its trained feature gates.
 
 usage: python stages/prune.py --lag K --tensors artifacts/tensors --train artifacts/train/lagK \
-           --out artifacts/prune/lagK
+           --heads artifacts/train --out artifacts/prune/lagK
+
+With `prune.pool_lags`, each feature's score is the mean of its scores in every lag head under
+--heads (`lag1`, `lag2`, ... for the lags of `data.lags`), so the heads agree on the inputs
+that matter to them all; otherwise the head's own scores are used.
 """
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 
 from spreadcast import cli, config
@@ -21,15 +26,19 @@ def main() -> None:
     p = cli.parser(__doc__)
     p.add_argument("--lag", type=int, required=True)
     p.add_argument("--tensors", required=True)
-    p.add_argument("--train", required=True)
+    p.add_argument("--train", required=True, help="this lag's trained head")
+    p.add_argument("--heads", required=True, help="the folder of every trained head (lagK inside)")
     p.add_output("--out")
     args = p.parse_args()
     cfg = config.load("prune", args.params)
-    state, meta = checkpoint.load(Path(args.train) / "best")
-    model = SpreadTransformer(ModelConfig(**meta["model"]))
-    model.load_state_dict(state["model"])
-    scores = (saliency(model) if cfg.score == "saliency" else model.gate.values()).detach().double().numpy()
-    scores = scores / max(scores.max(), 1e-12) if cfg.score == "saliency" else scores
+    model, meta = load_head(Path(args.train))
+    if cfg.pool_lags:
+        lags = config.load("data", args.params).lags
+        heads = [load_head(Path(args.heads) / f"lag{lag}") for lag in lags]
+        scores = np.mean([aligned(feature_scores(m, cfg.score), m_meta["features"], meta["features"],
+                                  Path(args.heads) / f"lag{lag}") for lag, (m, m_meta) in zip(lags, heads)], axis=0)
+    else:
+        scores = feature_scores(model, cfg.score)
     count, tried = None, {}
     if cfg.policy == "validate":
         data = head_data(windows.load(args.tensors), args.lag, meta["features"])
@@ -48,7 +57,31 @@ def main() -> None:
                       "kept": [r["score"] if r["kept"] else 0.0 for r in report],
                       "dropped": [0.0 if r["kept"] else r["score"] for r in report]}).write_csv(tmp / "gates.csv")
     print(f"prune lag {args.lag}: {len(kept)} of {len(meta['features'])} features kept "
-          f"({cfg.policy} by {cfg.score})")
+          f"({cfg.policy} by {cfg.score}{', pooled over lags' if cfg.pool_lags else ''})")
+
+
+def load_head(folder: Path) -> tuple[SpreadTransformer, dict]:
+    state, meta = checkpoint.load(folder / "best")
+    model = SpreadTransformer(ModelConfig(**meta["model"]))
+    model.load_state_dict(state["model"])
+    return model, meta
+
+
+def feature_scores(model: SpreadTransformer, score: str) -> np.ndarray:
+    """Saliency scaled to a largest value of 1, or the gates as they are."""
+    if score == "gate":
+        return model.gate.values().detach().double().numpy()
+    values = saliency(model).double().numpy()
+    return values / max(values.max(), 1e-12)
+
+
+def aligned(scores: np.ndarray, names: list[str], wanted: list[str], where: Path) -> np.ndarray:
+    index = {n: i for i, n in enumerate(names)}
+    missing = [n for n in wanted if n not in index]
+    if missing:
+        raise config.ConfigError(f"{where}: head has no feature {missing[0]!r}; "
+                                 f"prune.pool_lags needs every head trained on the same features")
+    return scores[[index[n] for n in wanted]]
 
 
 if __name__ == "__main__":

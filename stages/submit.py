@@ -50,11 +50,12 @@ def main() -> None:
     refitted = {}
     if cfg.refit:
         train_cfg = config.load("train", args.params)
+        alpha = config.load("finetune", args.params).linear_start_alpha
         for head in heads:
             epochs = cfg.refit_epochs or read_json(Path(args.train) / f"lag{head.lag}" / "best.json")["epoch"]
             print(f"submit: refitting lag {head.lag} on every labelled day for {epochs} epochs", flush=True)
             model, meta = refit(Path(args.models) / f"lag{head.lag}" / "model", tensors, head.lag, train_cfg,
-                                epochs, Path(args.work) / f"lag{head.lag}")
+                                epochs, Path(args.work) / f"lag{head.lag}", alpha)
             head.model = model.eval()
             refitted[head.lag] = (model, meta)
     preds = predict_rows(heads, tensors, rows)

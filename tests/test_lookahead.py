@@ -22,7 +22,7 @@ PIPELINE = [
 PER_LAG = [
     "train.py --lag {k} --tensors {d}/tensors --out {d}/train/lag{k} --metrics {d}/metrics/train_lag{k}.json "
     "--work {d}/work/train_lag{k}",
-    "prune.py --lag {k} --tensors {d}/tensors --train {d}/train/lag{k} --out {d}/prune/lag{k}",
+    "prune.py --lag {k} --tensors {d}/tensors --train {d}/train/lag{k} --heads {d}/train --out {d}/prune/lag{k}",
     "finetune.py --lag {k} --tensors {d}/tensors --train {d}/train/lag{k} --prune {d}/prune/lag{k} "
     "--out {d}/finetune/lag{k} --metrics {d}/metrics/finetune_lag{k}.json --work {d}/work/finetune_lag{k}",
 ]

@@ -69,14 +69,14 @@ def test_prune_by_validation_keeps_the_best_candidate_count(tiny_project, tmp_pa
     import shutil
     import sys
 
-    for name in ("tensors", "train/lag1"):
+    for name in ("tensors", "train"):
         shutil.copytree(tiny_project / "artifacts" / name, tmp_path / "artifacts" / name)
     params = yaml.safe_load((tiny_project / "params.yaml").read_text())
     params["prune"].update(policy="validate", candidates=[4, 8, 1000], min_keep=1)
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     out = subprocess.run([sys.executable, str(tiny_project / "stages/prune.py"), "--params", "params.yaml",
                           "--lag", "1", "--tensors", "artifacts/tensors", "--train", "artifacts/train/lag1",
-                          "--out", "artifacts/prune/lag1"], cwd=tmp_path, capture_output=True, text=True)
+                          "--heads", "artifacts/train", "--out", "artifacts/prune/lag1"], cwd=tmp_path, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     registry = json.loads((tmp_path / "artifacts/prune/lag1/registry.json").read_text())
     n_features = len(json.loads((tmp_path / "artifacts/tensors/meta.json").read_text())["features"])

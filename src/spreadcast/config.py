@@ -265,6 +265,7 @@ class TrainConfig:
 class PruneConfig:
     policy: Literal["threshold", "top_k", "mass", "validate"] = "validate"
     score: Literal["saliency", "gate"] = "saliency"   # gate x linear-path weight norm, or the gate alone
+    pool_lags: bool = True         # score each feature by its mean score over every lag head
     threshold: float = 0.5
     top_k: int = 64
     mass: float = 0.9

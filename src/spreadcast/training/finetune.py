@@ -99,11 +99,13 @@ def finetune(trained: Path, kept: list[str], tensors, lag: int, train_cfg: Train
             "load": loaded}
 
 
-def refit(final: Path, tensors, lag: int, train_cfg: TrainConfig, epochs: int, out: Path) -> tuple[SpreadTransformer, dict]:
+def refit(final: Path, tensors, lag: int, train_cfg: TrainConfig, epochs: int, out: Path,
+          linear_start_alpha: float = 0.0) -> tuple[SpreadTransformer, dict]:
     """Retrain the selected configuration of a head from scratch on every labelled day.
 
     The architecture and inputs are those of the final model; the number of epochs is the one
-    validation chose. There is no held-out day left, so the last epoch is kept; the reported
+    validation chose; with `linear_start_alpha` the linear path starts at its ridge fit on those
+    days, as in fine-tuning. There is no held-out day left, so the last epoch is kept; the reported
     validation numbers are in-sample and only show that training ran.
     """
     _, meta = checkpoint.load(final)
@@ -113,6 +115,8 @@ def refit(final: Path, tensors, lag: int, train_cfg: TrainConfig, epochs: int, o
     splits = tensors.splits
     data.train_rows = np.concatenate([splits.train, splits.val, splits.holdout])
     data.val_rows = splits.holdout
+    if linear_start_alpha > 0:
+        linear.ridge_start(model, data.windows, data.train_rows, linear_start_alpha)
     cfg = dataclasses.replace(train_cfg, patience=epochs + 1)
     meta = {**meta, "refit": True}
     fit(model, data, cfg, out, meta, epochs=epochs, keep="last")
