@@ -13,7 +13,7 @@ from spreadcast import cli, config
 from spreadcast.features import windows
 from spreadcast.io import atomic_dir, write_json
 from spreadcast.model.net import ModelConfig, SpreadTransformer
-from spreadcast.training import distributed
+from spreadcast.training import distributed, linear
 from spreadcast.training.loop import data_fingerprint, fit, head_data, move_checkpoints, open_live
 
 
@@ -47,6 +47,8 @@ def train(args, cfg: config.TrainConfig, ctx: distributed.Context, device: torch
     torch.manual_seed(cfg.seed)
     mcfg = model_config(cfg, len(tensors.feature_names), int(cols.size), tensors.history)
     model = SpreadTransformer(mcfg)
+    if cfg.linear_start_alpha > 0:             # the linear path starts at its ridge fit
+        linear.ridge_start(model, data.windows, data.train_rows, cfg.linear_start_alpha)
     model.to(device)
     n_params = sum(p.numel() for p in model.parameters())
     if ctx.main:

@@ -98,3 +98,14 @@ def test_validation_scorer_prefers_the_planted_inputs():
     model = model_for(data)
     score = linear.validation_scorer(model, data, alpha=1.0)
     assert score([0, 3]) > score([1, 2]) + 0.5
+
+
+def test_linear_path_weights_get_their_own_learning_rate():
+    data = planted()
+    model = model_for(data)
+    groups = loop._param_groups(model, weight_decay=0.01, gate_lr_mult=100.0, linear_lr_mult=7.0)
+    skip = [g for g in groups if any(p is model.skip.weight for p in g["params"])]
+    assert len(skip) == 1 and skip[0]["lr_mult"] == 7.0 and skip[0]["weight_decay"] == 0.01
+    assert skip[0]["params"] == [model.skip.weight]
+    fast = [g for g in groups if any(p is model.pool.logit for p in g["params"])][0]
+    assert fast["lr_mult"] == 100.0 and any(p is model.gate.logit for p in fast["params"])

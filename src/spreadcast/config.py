@@ -214,6 +214,8 @@ class TrainConfig:
     time2vec_dim: int = 8
     positional: bool = True
     skip_decays: list[float] = field(default_factory=lambda: [0.0, 0.9])   # linear path's averages
+    linear_start_alpha: float = 0.0   # > 0: the linear path starts at its ridge fit; 0: at zero
+    linear_lr_mult: float = 1.0       # the linear path's weights learn this much faster
     epochs: int = 30
     batch_size: int = 64
     lr: float = 1e-4
@@ -245,6 +247,8 @@ class TrainConfig:
         _require(self.ff_mult >= 1, f"{s}.ff_mult", "must be at least 1")
         _require(0.0 <= self.dropout < 1.0, f"{s}.dropout", "must be in [0, 1)")
         _require(self.time2vec_dim >= 2, f"{s}.time2vec_dim", "must be at least 2")
+        _require(self.linear_start_alpha >= 0.0, f"{s}.linear_start_alpha", "must be >= 0")
+        _require(self.linear_lr_mult > 0.0, f"{s}.linear_lr_mult", "must be positive")
         _require(len(self.skip_decays) >= 1 and all(0.0 <= d < 1.0 for d in self.skip_decays),
                  f"{s}.skip_decays", "must list at least one decay, each in [0, 1)")
         _require(self.epochs >= 1, f"{s}.epochs", "must be at least 1")

@@ -90,21 +90,24 @@ def evaluate_head(model, data: HeadData, rows: np.ndarray, batch_size: int, auto
     return result
 
 
-def _param_groups(model: torch.nn.Module, weight_decay: float, gate_lr_mult: float):
+def _param_groups(model: torch.nn.Module, weight_decay: float, gate_lr_mult: float, linear_lr_mult: float):
     """Weight decay on matrices only; the gate logits and the linear path's decay rates get
     their own (faster) learning rate, since at the small rates that suit the network they
-    would barely move."""
-    decay, plain, gate = [], [], []
+    would barely move, and so do the linear path's weights."""
+    decay, plain, gate, skip = [], [], [], []
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
         if name.startswith(("gate.", "pool.")):
             gate.append(p)
+        elif name.startswith("skip."):
+            skip.append(p)
         else:
             (decay if p.ndim >= 2 else plain).append(p)
     return [{"params": decay, "weight_decay": weight_decay, "lr_mult": 1.0},
             {"params": plain, "weight_decay": 0.0, "lr_mult": 1.0},
-            {"params": gate, "weight_decay": 0.0, "lr_mult": gate_lr_mult}]
+            {"params": gate, "weight_decay": 0.0, "lr_mult": gate_lr_mult},
+            {"params": skip, "weight_decay": weight_decay, "lr_mult": linear_lr_mult}]
 
 
 def _resumable(out: Path, run_meta: dict) -> dict | None:
@@ -151,7 +154,8 @@ def fit(model: SpreadTransformer, data: HeadData, cfg: TrainConfig, out: Path, m
     base_lr = cfg.lr if lr is None else lr
     device = next(model.parameters()).device
     autocast, scaler = autocast_context(device, cfg.amp)
-    optimizer = torch.optim.AdamW(_param_groups(model, cfg.weight_decay, cfg.gate_lr_mult), lr=base_lr)
+    optimizer = torch.optim.AdamW(_param_groups(model, cfg.weight_decay, cfg.gate_lr_mult,
+                                                cfg.linear_lr_mult), lr=base_lr)
     generator = torch.Generator().manual_seed(cfg.seed)
     n = len(data.train_rows)
     steps_per_epoch = math.ceil(n / cfg.batch_size)
