@@ -176,7 +176,7 @@ def test_rebuilt_optimiser_matches_new_shapes_and_warmup_freezes_backbone(saved,
     state, _ = checkpoint.load(tmp_path / "ft" / "last")
     assert not torch.equal(initial["blocks.0.attn.qkv.weight"], state["model"]["blocks.0.attn.qkv.weight"])
     # the rebuilt optimiser's moments have the new parameters' shapes
-    ordered = [p for group in loop._param_groups(model, 0.0, 1.0) for p in group["params"]]
+    ordered = [p for group in loop._param_groups(model, 0.0, 1.0, 1.0) for p in group["params"]]
     assert len(state["optimizer"]["state"]) == len(ordered)
     for i, moments in state["optimizer"]["state"].items():
         assert tuple(moments["exp_avg"].shape) == tuple(ordered[i].shape)
