@@ -13,10 +13,10 @@ import numpy as np
 import polars as pl
 
 from spreadcast import cli, config
+from spreadcast.features import windows
 from spreadcast.io import atomic_dir, write_json
 from spreadcast.model import checkpoint
-from spreadcast.model.net import ModelConfig, SpreadTransformer
-from spreadcast.features import windows
+from spreadcast.model.net import SpreadTransformer
 from spreadcast.training.linear import saliency, validation_scorer
 from spreadcast.training.loop import head_data
 from spreadcast.training.prune import count_by_validation, select
@@ -62,7 +62,7 @@ def main() -> None:
 
 def load_head(folder: Path) -> tuple[SpreadTransformer, dict]:
     state, meta = checkpoint.load(folder / "best")
-    model = SpreadTransformer(ModelConfig(**meta["model"]))
+    model = checkpoint.build_model(meta)
     model.load_state_dict(state["model"])
     return model, meta
 

@@ -1,9 +1,11 @@
 """Closed-form start for the model's linear path, and the saliency of each input through it.
 
 The linear path maps K decayed averages of the gated features straight to the outputs. Its
-least-squares optimum on the training rows is a ridge regression, so instead of walking there
-from zero at the network's small learning rate, training starts from it; the encoder then
-learns what the linear path misses. Only training rows are used.
+least-squares optimum on the training rows is a ridge regression. Fine-tuning on a few pruned
+inputs (and, optionally, training) starts from that fit instead of walking towards it at the
+network's small learning rate; the encoder then learns what the linear path misses. Only
+training rows are used. The ridge intercept is left out: labels and features are standardised
+on the training fold, so it is close to zero, and the head's bias carries any offset.
 """
 from __future__ import annotations
 
