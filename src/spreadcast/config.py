@@ -267,11 +267,11 @@ class TrainConfig:
 
 @dataclass
 class PruneConfig:
-    policy: Literal["threshold", "top_k", "mass", "validate"] = "validate"
+    policy: Literal["threshold", "top_k", "mass", "validate"] = "top_k"
     score: Literal["saliency", "gate"] = "saliency"   # gate x linear-path weight norm, or the gate alone
     pool_lags: bool = True         # score each feature by its mean score over every lag head
     threshold: float = 0.5
-    top_k: int = 64
+    top_k: int = 4
     mass: float = 0.9
     min_keep: int = 4
     candidates: list[int] = field(default_factory=lambda: [4, 8, 16, 32])   # counts `validate` tries
