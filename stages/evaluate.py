@@ -1,4 +1,6 @@
-"""Score the final lag heads on the holdout against the ridge baseline (and the oracle's ceiling).
+"""Score the final lag heads on the holdout against two baselines a user computes in a minute
+(a ridge on the same inputs and each target's mean training rank as a constant, `const_rank`)
+and, on a synthetic market, the oracle's ceiling.
 
 The validation days are scored the same way (`val_*` metrics): they chose epochs and pruning,
 so the holdout, which nothing chose from, is the headline.
@@ -14,8 +16,8 @@ import torch
 
 from spreadcast import cli, config
 from spreadcast.evaluation import metric
-from spreadcast.evaluation.baseline import fit_ridge, predict_ridge
-from spreadcast.evaluation.report import compare, oracle_for, oracle_table
+from spreadcast.evaluation.baseline import const_rank, fit_ridge, predict_ridge
+from spreadcast.evaluation.report import compare, has_signal, oracle_for, oracle_table
 from spreadcast.features import windows
 from spreadcast.io import atomic_dir, read_json, write_json
 from spreadcast.serve.predictor import load_heads, predict_rows
@@ -46,12 +48,16 @@ def main() -> None:
     weights, intercept = fit_ridge(x[tensors.splits.train], tensors.labels.numpy()[tensors.splits.train],
                                    cfg.ridge_alpha)
     predictions["ridge"] = predict_ridge(weights, intercept, x[rows])      # standardised, like the model
+    prior = const_rank(tensors.raw_labels[tensors.splits.train])
+    predictions["const_rank"] = np.tile(prior, (rows.size, 1))
     val_rows = tensors.splits.val
     val_predictions = {"model": predict_rows(heads, tensors, val_rows),
-                       "ridge": predict_ridge(weights, intercept, x[val_rows])}
+                       "ridge": predict_ridge(weights, intercept, x[val_rows]),
+                       "const_rank": np.tile(prior, (val_rows.size, 1))}
 
     oracle = oracle_for(Path(args.oracle), registry)
-    if oracle is not None:
+    if oracle is not None and not has_signal(oracle / "ceiling.parquet"):
+        oracle = None                   # the null market: no ceiling to measure against
         predictions["ceiling"] = oracle_table(oracle / "ceiling.parquet", dates, tensors.target_names)
         val_predictions["ceiling"] = oracle_table(oracle / "ceiling.parquet", tensors.date_ids[val_rows],
                                                   tensors.target_names)
@@ -64,7 +70,9 @@ def main() -> None:
                **{f"{name}_ic": m["ic_mean"] for name, m in metrics.items()},
                "model_vs_ridge": metrics["model"]["sharpe"] - metrics["ridge"]["sharpe"],
                **{f"val_{name}_sharpe": v for name, v in val_sharpe.items()},
-               "val_model_vs_ridge": val_sharpe["model"] - val_sharpe["ridge"]}
+               "val_model_vs_ridge": val_sharpe["model"] - val_sharpe["ridge"],
+               "model_vs_best_baseline": metrics["model"]["sharpe"] - max(metrics["ridge"]["sharpe"],
+                                                                         metrics["const_rank"]["sharpe"])}
     if "ceiling" in metrics:
         summary["fraction_of_ceiling"] = metrics["model"]["sharpe"] / metrics["ceiling"]["sharpe"]
         summary["val_fraction_of_ceiling"] = val_sharpe["model"] / val_sharpe["ceiling"]

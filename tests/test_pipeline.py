@@ -25,9 +25,12 @@ def test_metrics_report_model_ridge_and_ceiling(tiny_project):
     import json
 
     metrics = json.loads((project / "artifacts/metrics/evaluate.json").read_text())
-    for key in ("model_sharpe", "ridge_sharpe", "ceiling_sharpe", "fraction_of_ceiling",
-                "val_model_sharpe", "val_ridge_sharpe", "val_ceiling_sharpe", "val_fraction_of_ceiling"):
+    for key in ("model_sharpe", "ridge_sharpe", "const_rank_sharpe", "ceiling_sharpe", "fraction_of_ceiling",
+                "val_model_sharpe", "val_ridge_sharpe", "val_const_rank_sharpe", "val_ceiling_sharpe",
+                "val_fraction_of_ceiling"):
         assert key in metrics
+    best = max(metrics["ridge_sharpe"], metrics["const_rank_sharpe"])
+    assert abs(metrics["model_vs_best_baseline"] - (metrics["model_sharpe"] - best)) < 1e-12
     assert metrics["ceiling_sharpe"] > 0.5        # the planted signal is there to be found
 
 

@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 import polars as pl
 
 from spreadcast.config import SyntheticConfig
@@ -67,3 +68,85 @@ def test_ceiling_is_the_conditional_expectation(tmp_path):
     assert metric.summary(labels, ceiling)["sharpe"] > 0.5
     shuffled = np.random.default_rng(0).permutation(ceiling, axis=0)
     assert abs(metric.summary(labels, shuffled)["sharpe"]) < 0.2
+
+
+ZOO_SIZE = dict(seed=5, n_train_days=1500, n_test_days=30, n_scored_days=30, n_us=30, n_jpx=3, n_fx=12,
+                targets_per_lag=40, signal_strength=0.0)
+MECHANISMS = {
+    "lead_lag": dict(signal_strength=0.12),
+    "levels": dict(level_strength=0.06, n_levels=3),
+    "reversion": dict(reversion_strength=0.04),
+    "drift": dict(drift_strength=0.06),
+    "mixed": dict(signal_strength=0.08, level_strength=0.04, n_levels=2, reversion_strength=0.02,
+                  drift_strength=0.03, vol_shock_rate=0.01, tail_df=3.0),
+    "flip": dict(signal_strength=0.12, regime_day=800, regime_factor=-1.0),
+}
+
+
+def _labels_and_oracle(overrides: dict) -> tuple[np.ndarray, np.ndarray, synthetic.Market]:
+    market = synthetic.generate(SyntheticConfig(**{**ZOO_SIZE, **overrides}))
+    names = [c for c in market.ceiling.columns if c != "date_id"]
+    labels = market.train_labels.select(names).to_numpy()[50:1490]
+    oracle = market.ceiling.select(names).to_numpy()[50:1490]
+    return labels, oracle, market
+
+
+def _mse(labels: np.ndarray, forecast: np.ndarray) -> float:
+    ok = np.isfinite(labels)
+    return float(((labels[ok] - forecast[ok]) ** 2).mean())
+
+
+@pytest.mark.parametrize("name", list(MECHANISMS))
+def test_each_oracle_beats_its_perturbations(name):
+    """The oracle is the conditional expectation: labels regress on it with slope ~1, and it has a
+    lower squared error than the same oracle scaled, a day stale, or blurred by noise."""
+    labels, oracle, _ = _labels_and_oracle(MECHANISMS[name])
+    ok = np.isfinite(labels)
+    slope = (labels[ok] * oracle[ok]).sum() / (oracle[ok] ** 2).sum()
+    assert 0.8 < slope < 1.2, slope
+    own = _mse(labels, oracle)
+    noise = np.random.default_rng(0).standard_normal(oracle.shape) * oracle.std()
+    perturbed = {"x0.5": 0.5 * oracle, "x1.5": 1.5 * oracle, "noisy": oracle + noise}
+    if name != "drift":                                      # a constant oracle has no stale version
+        perturbed["stale"] = np.vstack([oracle[:1], oracle[:-1]])
+    for what, forecast in perturbed.items():
+        assert own < _mse(labels, forecast), what
+    assert metric.summary(labels, oracle)["sharpe"] > 0.4
+
+
+def test_regime_switch_flips_the_oracle():
+    """After the switch the flipped oracle is right and the unswitched one is wrong-signed."""
+    labels, oracle, _ = _labels_and_oracle(MECHANISMS["flip"])
+    _, unswitched, _ = _labels_and_oracle({**MECHANISMS["flip"], "regime_factor": 1.0})
+    after = slice(800 - 50 + 10, None)
+    assert metric.summary(labels[after], oracle[after])["sharpe"] > 0.4
+    assert metric.summary(labels[after], unswitched[after])["sharpe"] < -0.4
+    before = slice(0, 800 - 50 - 10)
+    np.testing.assert_allclose(oracle[before], unswitched[before])
+
+
+def test_null_market_has_no_signal_and_drift_favours_a_constant_ranking():
+    labels, oracle, _ = _labels_and_oracle({})
+    assert np.all(oracle == 0.0)
+    labels, oracle, _ = _labels_and_oracle(MECHANISMS["drift"])
+    assert np.allclose(oracle, oracle[:1])                    # the same forecast every day
+
+
+def test_zoo_layout_levels_late_market_and_mechanism_streams(tmp_path):
+    """Levels are published as signed RATE_k columns; a late JPX market is empty before its
+    start; adding a mechanism leaves the other mechanisms' draws as they were."""
+    cfg = SyntheticConfig(**{**ZOO_SIZE, "n_train_days": 300, **MECHANISMS["levels"], "late_start_days": 100})
+    market = synthetic.generate(cfg)
+    rates = market.train.select(pl.selectors.starts_with("RATE_")).to_numpy()
+    assert rates.shape[1] == 3 and np.isfinite(rates).all() and (rates < 0).any()
+    jpx = market.train.select(pl.selectors.starts_with("JPX_")).to_numpy()
+    assert np.isnan(jpx[:100]).all() and np.isfinite(jpx[100:]).any()
+    plain = synthetic.generate(SyntheticConfig(**{**ZOO_SIZE, "n_train_days": 300, "signal_strength": 0.1}))
+    mixed = synthetic.generate(SyntheticConfig(**{**ZOO_SIZE, "n_train_days": 300, "signal_strength": 0.1,
+                                                  "drift_strength": 0.05}))
+    assert plain.leaders == mixed.leaders
+    assert plain.train.select(plain.leaders).equals(mixed.train.select(mixed.leaders))
+    assert not plain.train.equals(mixed.train)
+    synthetic.write(market, tmp_path / "ds", tmp_path / "oracle", cfg)
+    ds = read_dataset(tmp_path / "ds", lags=cfg.lags)
+    assert "RATE_1" in ds.test.columns

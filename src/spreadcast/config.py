@@ -102,9 +102,21 @@ class SyntheticConfig:
     n_fx: int = 38
     lags: list[int] = field(default_factory=lambda: [1, 2, 3, 4])
     targets_per_lag: int = 106
-    signal_strength: float = 0.12
+    signal_strength: float = 0.12       # lead-lag: drift on smoothed leader returns
     n_signals: int = 4
     signal_persistence: float = 0.9
+    level_strength: float = 0.0         # levels: drift on published stationary series
+    n_levels: int = 0                   # published rate-like columns (RATE_k)
+    level_persistence: float = 0.97
+    reversion_strength: float = 0.0     # mean reversion: share of the gap to the trailing mean closed a day
+    reversion_halflife: float = 10.0    # days, of that trailing mean
+    drift_strength: float = 0.0         # persistent mean returns, in units of each asset's daily volatility
+    tail_df: float = 4.0                # Student-t degrees of freedom of the shocks
+    vol_shock_rate: float = 0.0         # daily chance that a volatility episode starts
+    vol_shock_size: float = 2.5         # shock volatility multiplier during an episode
+    regime_day: int = 0                 # >0: from this day on every mechanism is scaled by regime_factor
+    regime_factor: float = 1.0          # 0.5 weakens, 0 turns off, -1 flips the sign
+    late_start_days: int = 0            # the JPX market publishes nothing before this day
     holiday_rate: float = 0.03
 
     def validate(self, s: str) -> None:
@@ -123,6 +135,22 @@ class SyntheticConfig:
         _require(self.n_signals >= 1, f"{s}.n_signals", "must be at least 1")
         _require(0.0 <= self.signal_persistence < 1.0, f"{s}.signal_persistence", "must be in [0, 1)")
         _require(0.0 <= self.holiday_rate < 0.5, f"{s}.holiday_rate", "must be in [0, 0.5)")
+        _require(0.0 <= self.level_strength <= 1.0, f"{s}.level_strength", "must be in [0, 1]")
+        _require(self.n_levels >= 0, f"{s}.n_levels", "must be at least 0")
+        _require(self.level_strength == 0.0 or self.n_levels >= 1, f"{s}.n_levels",
+                 "must be at least 1 when level_strength > 0")
+        _require(0.0 <= self.level_persistence < 1.0, f"{s}.level_persistence", "must be in [0, 1)")
+        _require(0.0 <= self.reversion_strength < 1.0, f"{s}.reversion_strength", "must be in [0, 1)")
+        _require(self.reversion_halflife > 0.0, f"{s}.reversion_halflife", "must be positive")
+        _require(0.0 <= self.drift_strength <= 1.0, f"{s}.drift_strength", "must be in [0, 1]")
+        _require(self.tail_df > 2.0, f"{s}.tail_df", "must be above 2 (finite variance)")
+        _require(0.0 <= self.vol_shock_rate < 1.0, f"{s}.vol_shock_rate", "must be in [0, 1)")
+        _require(self.vol_shock_size > 0.0, f"{s}.vol_shock_size", "must be positive")
+        n_days = self.n_train_days + self.n_test_days
+        _require(0 <= self.regime_day < n_days, f"{s}.regime_day", f"must be in [0, {n_days})")
+        _require(-2.0 <= self.regime_factor <= 2.0, f"{s}.regime_factor", "must be in [-2, 2]")
+        _require(0 <= self.late_start_days < self.n_train_days // 2, f"{s}.late_start_days",
+                 "must be in [0, n_train_days / 2)")
 
 
 def _check_lags(lags: list[int], key: str) -> None:

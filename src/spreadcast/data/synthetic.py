@@ -1,21 +1,32 @@
-"""The embedded synthetic market: a dataset in the competition's layout, plus its oracle.
+"""The embedded synthetic markets: a dataset in the competition's layout, plus its oracle.
 
-The market is a factor model with fat-tailed (Student-t) shocks and a planted, learnable
-cross-asset signal:
+A factor model with fat-tailed (Student-t) shocks, on which any mix of five mechanisms (the
+zoo) plants a learnable drift; `params.yaml` (`synthetic`) sets the strength of each:
 
-    s[t]      = phi * s[t-1] + sqrt(1 - phi^2) * eta[t]            latent signals (S of them)
-    r_lead[t] = sigma_lead * eta[t]                                one FX "leader" per signal
-    r_i[t]    = strength * sigma_i * B_i . s[t-1] + L_i . F[t] + sigma_i * e_i[t]
+- lead-lag (`signal_strength`): latent signals s[t] = phi s[t-1] + sqrt(1 - phi^2) eta[t], each
+  driven by one FX "leader" whose published return is sigma eta[t]; every other asset drifts
+  with a one-day delay: strength * sigma_i * B_i . s[t-1];
+- levels (`level_strength`): published stationary columns RATE_k, AR(1) with persistence psi;
+  asset drift strength * sigma_i * C_i . x[t-1];
+- mean reversion (`reversion_strength` kappa): each asset's log price reverts to its trailing
+  exponential mean m (half-life `reversion_halflife`): drift -kappa * (log P[t-1] - m[t-1]),
+  so every target pair's spread reverts to its own trailing mean;
+- drift (`drift_strength`): a persistent mean return per asset, strength * sigma_i * mu_i, where a
+  constant ranking of the targets is the best forecast;
+- none: every strength 0 (the null market).
 
-so each signal is an exponentially weighted sum of its leader's published returns, and the
-drift of every other asset follows it with a one-day delay. Because
-E[s[t+m] | data up to t] = phi^m s[t], the conditional expectation of a label is exact:
+Around them: volatility episodes (`vol_shock_rate`), a regime switch that scales every
+mechanism by `regime_factor` from `regime_day` on (weakens, turns off or flips it, so a model
+fit on the early years is wrong later), market holidays, a late-starting JPX market, and any
+number of columns, targets and lags.
 
-    E[target(t, lag, A - B) | data up to t] = strength * (sigma_A B_A - sigma_B B_B) . s[t]
-                                              * sum_{m=1..lag} phi^m
-
-The oracle folder (outside the dataset folder the pipeline reads) holds that expectation for
-every day (`ceiling.parquet`) and the true labels of the test days (`answers.parquet`).
+Every mechanism is linear in a state published by day t (signals, levels, each asset's
+deviation from its trailing mean), so the conditional expectation of a label is exact: the
+expected returns E[r[t+k] | t] follow by a short recursion over k (`_expected_returns`) and a
+label is their sum over its days. The oracle folder (outside the dataset folder the pipeline
+reads) holds that expectation for every day (`ceiling.parquet`) and the true labels of the test
+days (`answers.parquet`). On a day an asset's market is closed, the reversion oracle knows that
+day's unpublished price: at a 3% holiday rate that puts it a hair above the attainable best.
 """
 from __future__ import annotations
 
@@ -88,6 +99,9 @@ def _student_t(rng: np.random.Generator, df: float, size) -> np.ndarray:
 
 def generate(cfg: SyntheticConfig) -> Market:
     rng = np.random.default_rng(cfg.seed)
+    # Draws of the mechanisms beyond lead-lag come from their own stream, so adding one leaves
+    # every other draw (and the lead-lag market of the same seed) unchanged.
+    extra = np.random.default_rng([cfg.seed, 1])
     inst = _instruments(cfg)
     n_inst = len(inst)
     test_start = cfg.n_train_days - cfg.overlap_days
@@ -113,13 +127,26 @@ def generate(cfg: SyntheticConfig) -> Market:
     for t in range(1, n_days):
         s[t] = phi * s[t - 1] + np.sqrt(1.0 - phi**2) * eta[t]
 
-    factors = _student_t(rng, 4.0, (n_days, N_FACTORS)) * 0.8
-    idio = _student_t(rng, 4.0, (n_days, n_inst))
+    factors = _student_t(rng, cfg.tail_df, (n_days, N_FACTORS)) * 0.8
+    idio = _student_t(rng, cfg.tail_df, (n_days, n_inst))
+    mech = _Mechanisms.draw(cfg, extra, n_days, sigma, exposure, s, leaders)
     drift = np.zeros((n_days, n_inst))
     drift[1:] = cfg.signal_strength * sigma * (s[:-1] @ exposure.T)
-    returns = drift + (factors @ loadings.T) * factor_scale.T + sigma * idio
+    if mech.levels.shape[1]:
+        drift[1:] += mech.levels[:-1] @ (cfg.level_strength * sigma[:, None] * mech.level_load).T
+    if cfg.drift_strength > 0:
+        drift[1:] += mech.mean
+    if cfg.regime_day > 0:
+        drift *= mech.regime[:, None]
+    common = (factors @ loadings.T) * factor_scale.T
+    own = sigma * idio
+    if cfg.vol_shock_rate > 0:
+        common, own = common * mech.vol[:, None], own * mech.vol[:, None]
+    returns = drift + common + own
     returns[:, leaders] = sigma[leaders] * eta
     returns[0] = 0.0
+    if cfg.reversion_strength > 0:
+        mech.deviation = _revert(returns, mech.kappa, mech.decay, mech.regime)
     base = np.where(markets == "FX", rng.uniform(0.05, 150.0, n_inst), rng.uniform(5.0, 20000.0, n_inst))
     log_close = np.log(base) + np.cumsum(returns, axis=0)
 
@@ -134,8 +161,12 @@ def generate(cfg: SyntheticConfig) -> Market:
         open_[: rng.integers(50, max(51, cfg.n_train_days // 2)), i] = False
     stopped = rng.choice(np.setdiff1d(us_idx, late))
     open_[rng.integers(cfg.n_train_days // 2, cfg.n_train_days):, stopped] = False
+    if cfg.late_start_days > 0:
+        open_[: cfg.late_start_days, markets == "JPX"] = False
 
     columns = _price_columns(inst, log_close, sigma, open_, rng)
+    for k in range(mech.levels.shape[1]):
+        columns[f"RATE_{k + 1}"] = mech.levels[:, k].copy()
     close_cols = [i.close_column for i in inst]
 
     # Targets: per lag, a few single columns and many A - B spreads of closing prices.
@@ -153,7 +184,8 @@ def generate(cfg: SyntheticConfig) -> Market:
     # Labels from observed prices (missing where a needed price is missing), on every day.
     observed_log = np.where(open_, log_close, np.nan)
     labels = compute_labels(observed_log, close_cols, targets)
-    ceiling = _ceiling(targets, close_cols, cfg, sigma, exposure, s)
+    expected = _expected_returns(cfg, mech, sigma, exposure, s, max(cfg.lags) + 1)
+    ceiling = _ceiling(targets, close_cols, expected)
 
     feature_names = list(columns)
     frame = pl.DataFrame({DATE: np.arange(n_days, dtype=np.int64), **columns})
@@ -188,14 +220,91 @@ def generate(cfg: SyntheticConfig) -> Market:
     )
 
 
-def _ceiling(targets, close_cols, cfg, sigma, exposure, s) -> np.ndarray:
-    phi = cfg.signal_persistence
+@dataclass
+class _Mechanisms:
+    """The zoo's states and loadings beyond lead-lag (all drawn from the `extra` stream)."""
+
+    levels: np.ndarray        # (days, n_levels) published AR(1) series
+    level_load: np.ndarray    # (instruments, n_levels)
+    mean: np.ndarray          # (instruments,) persistent mean return
+    kappa: np.ndarray         # (instruments,) reversion speed (0 for the leaders)
+    decay: float              # of the trailing mean, per day
+    regime: np.ndarray        # (days,) multiplier of every mechanism
+    vol: np.ndarray           # (days,) multiplier of the shocks
+    deviation: np.ndarray | None = None   # (days, instruments) log price minus its trailing mean
+
+    @staticmethod
+    def draw(cfg: SyntheticConfig, rng: np.random.Generator, n_days: int, sigma: np.ndarray,
+             exposure: np.ndarray, s: np.ndarray, leaders: np.ndarray) -> "_Mechanisms":
+        n_inst = sigma.size
+        psi = cfg.level_persistence
+        shocks = rng.standard_normal((n_days, cfg.n_levels))
+        levels = np.zeros_like(shocks)
+        levels[0] = shocks[0]
+        for t in range(1, n_days):
+            levels[t] = psi * levels[t - 1] + np.sqrt(1.0 - psi**2) * shocks[t]
+        level_load = rng.standard_normal((n_inst, cfg.n_levels)) / np.sqrt(max(cfg.n_levels, 1))
+        level_load[leaders] = 0.0
+        mean = cfg.drift_strength * sigma * rng.standard_normal(n_inst)
+        mean[leaders] = 0.0
+        kappa = np.full(n_inst, cfg.reversion_strength)
+        kappa[leaders] = 0.0
+        regime = np.ones(n_days)
+        if cfg.regime_day > 0:
+            regime[cfg.regime_day:] = cfg.regime_factor
+        vol = np.ones(n_days)
+        starts = rng.random(n_days) < cfg.vol_shock_rate
+        ends = rng.random(n_days) < 1.0 / 20.0          # episodes last 20 days on average
+        shocked = False
+        for t in range(n_days):
+            shocked = (shocked and not ends[t]) or starts[t]
+            vol[t] = cfg.vol_shock_size if shocked else 1.0
+        return _Mechanisms(levels, level_load, mean, kappa, 0.5 ** (1.0 / cfg.reversion_halflife), regime, vol)
+
+
+def _revert(returns: np.ndarray, kappa: np.ndarray, decay: float, regime: np.ndarray) -> np.ndarray:
+    """Add the mean-reversion drift to `returns` in place; the deviations d[t] of each log price
+    from its trailing mean m[t] = decay m[t-1] + (1 - decay) log P[t], which obey
+    d[t] = decay (d[t-1] + r[t])."""
+    deviation = np.zeros_like(returns)
+    for t in range(1, returns.shape[0]):
+        returns[t] -= regime[t] * kappa * deviation[t - 1]
+        deviation[t] = decay * (deviation[t - 1] + returns[t])
+    return deviation
+
+
+def _expected_returns(cfg: SyntheticConfig, mech: _Mechanisms, sigma: np.ndarray, exposure: np.ndarray,
+                      s: np.ndarray, horizon: int) -> list[np.ndarray]:
+    """E[r[t+k] | day t] for k = 1..horizon, each (days, instruments).
+
+    The drift of day t+k is the regime of t+k times: lead-lag on s[t+k-1] (expected
+    phi^(k-1) s[t]), levels on x[t+k-1] (psi^(k-1) x[t]), the mean, and the reversion on the
+    expected deviation of day t+k-1, which the expected returns themselves move forward."""
+    n_days = s.shape[0]
+    lead = s @ (cfg.signal_strength * sigma[:, None] * exposure).T
+    level = mech.levels @ (cfg.level_strength * sigma[:, None] * mech.level_load).T
+    mean = mech.mean if cfg.drift_strength > 0 else np.zeros_like(sigma)
+    deviation = mech.deviation if mech.deviation is not None else np.zeros((n_days, sigma.size))
+    padded = np.concatenate([mech.regime, np.full(horizon, mech.regime[-1])])
+    out = []
+    for k in range(1, horizon + 1):
+        g = padded[k:k + n_days, None]
+        e = g * (lead * cfg.signal_persistence ** (k - 1) + level * cfg.level_persistence ** (k - 1) + mean
+                 - mech.kappa * deviation)
+        deviation = mech.decay * (deviation + e)
+        out.append(e)
+    return out
+
+
+def _ceiling(targets: list[Target], close_cols: list[str], expected: list[np.ndarray]) -> np.ndarray:
+    """E[label | day t] per target: the expected returns of days t+2..t+lag+1, A minus B."""
     index = {c: i for i, c in enumerate(close_cols)}
-    loading = cfg.signal_strength * sigma[:, None] * exposure      # (instruments, signals)
-    out = np.empty((s.shape[0], len(targets)))
+    n_days = expected[0].shape[0]
+    out = np.empty((n_days, len(targets)))
     for j, t in enumerate(targets):
-        w = loading[index[t.a]] - (0.0 if t.b is None else loading[index[t.b]])
-        out[:, j] = (s @ w) * sum(phi**m for m in range(1, t.lag + 1))
+        cols = [index[t.a]] + ([] if t.b is None else [index[t.b]])
+        signs = np.array([1.0, -1.0][:len(cols)])
+        out[:, j] = sum(expected[k - 1][:, cols] @ signs for k in range(2, t.lag + 2))
     return out
 
 
@@ -260,6 +369,9 @@ def write(market: Market, dataset_dir: str | Path, oracle_dir: str | Path, cfg: 
         "scored_days": int(market.test[SCORED].sum()), "features": market.train.width - 1,
         "targets": market.target_pairs.height, "leaders": market.leaders,
         "signal_strength": cfg.signal_strength, "signal_persistence": cfg.signal_persistence,
+        "mechanisms": {name: strength for name, strength in (
+            ("lead_lag", cfg.signal_strength), ("levels", cfg.level_strength),
+            ("reversion", cfg.reversion_strength), ("drift", cfg.drift_strength)) if strength > 0},
         "dataset_fingerprint": fingerprint,
     }
     with atomic_dir(oracle_dir) as tmp:

@@ -21,3 +21,19 @@ def fit_ridge(x: np.ndarray, y: np.ndarray, alpha: float) -> tuple[np.ndarray, n
 
 def predict_ridge(weights: np.ndarray, intercept: np.ndarray, x: np.ndarray) -> np.ndarray:
     return x @ weights + intercept
+
+
+def const_rank(labels: np.ndarray) -> np.ndarray:
+    """Each target's mean daily rank over `labels` (days x targets), in [0, 1], as a constant
+    forecast: the ranking a user gets in a minute from the training labels. A target never
+    labelled sits in the middle (0.5)."""
+    ranks = np.full(labels.shape, np.nan)
+    for i, row in enumerate(labels):
+        have = np.isfinite(row)
+        n = int(have.sum())
+        if n > 1:
+            order = np.argsort(np.argsort(row[have], kind="stable"), kind="stable")
+            ranks[i, have] = order / (n - 1)
+    counted = np.isfinite(ranks).sum(axis=0)
+    total = np.nansum(ranks, axis=0)
+    return np.where(counted > 0, total / np.maximum(counted, 1), 0.5)

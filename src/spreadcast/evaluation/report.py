@@ -1,5 +1,5 @@
 """Holdout report: the competition metric overall, per lag and over rolling windows,
-for the model, the ridge baseline and (on the synthetic market) the oracle's ceiling.
+for the model, the baselines (ridge, constant rank) and (on a synthetic market) the oracle's ceiling.
 """
 from __future__ import annotations
 
@@ -22,6 +22,13 @@ def oracle_for(oracle: Path, registry: dict) -> Path | None:
     ours = registry.get("fingerprint", {})
     same = all(ours.get(name) == digest for name, digest in theirs.items()) and bool(theirs)
     return oracle if same else None
+
+
+def has_signal(path: Path) -> bool:
+    """Whether an oracle's expectations vary across targets on some day (the null market's
+    are all zero, and a ceiling of nothing is no yardstick)."""
+    values = pl.read_parquet(path).drop(DATE).to_numpy()
+    return bool(np.nanmax(np.nanstd(values, axis=1), initial=0.0) > 0)
 
 
 def oracle_table(path: Path, date_ids: np.ndarray, targets: list[str]) -> np.ndarray:

@@ -1,0 +1,55 @@
+"""bench/quality.py: the quality table's interval and its row, from a real pipeline run."""
+import importlib.util
+
+import numpy as np
+
+from conftest import ROOT
+
+_spec = importlib.util.spec_from_file_location("quality", ROOT / "bench" / "quality.py")
+quality = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(quality)
+
+
+def test_block_bootstrap_brackets_the_difference_and_narrows_with_days():
+    rng = np.random.default_rng(0)
+    common = rng.standard_normal(2000) * 0.1
+    model = common + 0.05 + 0.05 * rng.standard_normal(2000)
+    best = common + 0.05 * rng.standard_normal(2000)
+
+    def diff(a, b):
+        return a.mean() / a.std() - b.mean() / b.std()
+
+    lo, hi = quality.block_bootstrap(model, best, draws=500)
+    assert lo < diff(model, best) < hi and lo > 0
+    short = quality.block_bootstrap(model[:200], best[:200], draws=500)
+    assert short[1] - short[0] > hi - lo
+    assert quality.block_bootstrap(best, best, draws=100) == [0.0, 0.0]
+    with_gaps = model.copy()
+    with_gaps[::7] = np.nan
+    assert all(np.isfinite(quality.block_bootstrap(with_gaps, best, draws=100)))
+
+
+def test_summary_row_has_the_benchmarks_shape(tiny_project):
+    row = quality.summarise(tiny_project, draws=200)
+    assert set(row) == {"days", "model", "ridge", "const_rank", "ceiling", "model_minus_best_ci90"}
+    assert row["days"] == 40                                   # the tiny config's holdout days
+    assert row["ceiling"] is not None and row["ceiling"] > 0.5
+    lo, hi = row["model_minus_best_ci90"]
+    best = max(row["ridge"], row["const_rank"])
+    assert lo <= row["model"] - best <= hi
+    assert "| tiny |" in quality.table({"tiny": row})
+
+
+def test_every_market_is_a_valid_configuration():
+    from spreadcast import config
+    import yaml
+
+    base = yaml.safe_load((ROOT / "params.yaml").read_text())
+    for name, overrides in quality.MARKETS.items():
+        params = {section: dict(values) for section, values in base.items()}
+        for section, values in overrides.items():
+            params[section].update(values)
+        synthetic = config.build(config.SyntheticConfig, params["synthetic"], "synthetic")
+        data = config.build(config.DataConfig, params["data"], "data")
+        if name != "real_dev":
+            assert data.lags == synthetic.lags, name
