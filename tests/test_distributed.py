@@ -47,3 +47,35 @@ def test_two_gloo_processes_match_one(tiny_project, tmp_path):
     assert wa.keys() == wb.keys()
     assert max((wa[k] - wb[k]).abs().max().item() for k in wa) < 0.05
     assert not (project / "artifacts" / ".work" / "two").exists()      # rank 0 moved its checkpoints
+
+
+def _gradient_worker(rank: int, world: int, port: int, out: str) -> None:
+    import torch.distributed as dist
+
+    from spreadcast.training import distributed
+
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    try:
+        torch.manual_seed(0)
+        model = torch.nn.Linear(3, 1)
+        wrapped = distributed.wrap(model, distributed.Context(rank=rank, world=world), torch.device("cpu"))
+        wrapped(torch.full((4, 3), float(rank + 1))).sum().backward()   # rank r's gradient: 4 (r + 1)
+        torch.save(model.weight.grad.clone(), f"{out}/grad{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+def test_wrapped_model_averages_gradients_across_processes(tmp_path):
+    """Two gloo processes with different data end a backward pass with the same gradient, the
+    mean of theirs (4 and 8 -> 6): the guarantee that keeps every process's weights equal."""
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.spawn(_gradient_worker, args=(2, port, str(tmp_path)), nprocs=2, join=True)
+    grads = [torch.load(tmp_path / f"grad{r}.pt", weights_only=True) for r in range(2)]
+    for g in grads:
+        torch.testing.assert_close(g, torch.full((1, 3), 6.0))

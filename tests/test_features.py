@@ -4,7 +4,9 @@ import pytest
 
 from spreadcast.config import FeaturesConfig, PrescreenConfig, ScaleConfig, WindowsConfig
 from spreadcast.features import scaling
-from spreadcast.features.engineer import column_kind, engineer
+from spreadcast.data.layout import read_dataset
+from spreadcast.data.targets import Target, compute_labels
+from spreadcast.features.engineer import column_kind, engineer, revealed_labels
 from spreadcast.features.prescreen import prescreen
 from spreadcast.errors import SplitError
 from spreadcast.features.splits import make_splits
@@ -41,6 +43,40 @@ def test_features_have_no_look_ahead(tiny_dataset):
     _, after = engineer(perturbed, FeaturesConfig())
     np.testing.assert_array_equal(base[: t + 1], after[: t + 1])
     assert not np.array_equal(base[t + 1:], after[t + 1:], equal_nan=True)
+
+    # with target spreads and revealed labels, each computed from its own prices
+    targets = read_dataset(tiny_dataset, lags=[1, 2, 3, 4]).targets
+    engineered = []
+    for frame in (prices, perturbed):
+        log_prices = np.log(frame.select(columns).to_numpy())
+        labels = compute_labels(log_prices, columns, targets)
+        engineered.append(engineer(frame, FeaturesConfig(), targets, labels))
+    (names, base), (_, after) = engineered
+    assert sum(n.endswith("__revealed") for n in names) == len(targets)
+    assert any(n.startswith("spread[") for n in names)
+    np.testing.assert_array_equal(base[: t + 1], after[: t + 1])
+    assert not np.array_equal(base[t + 1:], after[t + 1:], equal_nan=True)
+
+
+def test_revealed_labels_enter_on_their_publication_day():
+    """Row t carries the label of date t - lag - 1 and nothing later; a lagged-file label is used
+    from the day it is published, and one that claims an earlier day is ignored."""
+    dates = np.arange(20, dtype=np.int64)
+    targets = [Target(f"t{k}", k, "A", None) for k in (1, 2, 3, 4)]
+    labels = dates[:, None] * 10.0 + np.arange(4)[None, :]          # label of date d, target j: 10 d + j
+    labels[15:] = np.nan                                            # not in the training files
+    revealed = pl.DataFrame({"date_id": [17, 18, 18], "label_date_id": [15, 15, 16],
+                             "target": ["t1", "t2", "t1"], "value": [-1.0, -2.0, -3.0], "lag": [1, 2, 1]})
+    # t1 of date 15 is published on 17, t2 of date 15 on 18 (not 17), t1 of date 16 on 18
+    early = pl.DataFrame({"date_id": [18], "label_date_id": [16], "target": ["t3"], "value": [-9.0], "lag": [3]})
+    out = revealed_labels(dates, labels, pl.concat([revealed, early]), targets)
+    for j, t in enumerate(targets):
+        shift = t.lag + 1
+        assert np.isnan(out[:shift, j]).all()
+        np.testing.assert_array_equal(out[shift:15 + shift, j], labels[:15, j])
+    assert out[17, 0] == -1.0 and out[18, 0] == -3.0 and out[18, 1] == -2.0
+    assert out[17, 1] == 141.0 and np.isnan(out[19, 0])            # t2 of date 14; t1 of date 17 unknown
+    assert not (out == -9.0).any()                                 # claimed published before d + lag + 1
 
 
 def test_prescreen_reasons_and_ranking():

@@ -11,6 +11,10 @@ import pytest
 import yaml
 
 from conftest import ROOT, TINY_PARAMS
+from spreadcast import config
+from spreadcast.data.ingest import load_ingested
+from spreadcast.features import windows
+from spreadcast.features.engineer import column_kinds, engineer
 
 PIPELINE = [
     "generate.py --dataset {d}/dataset --oracle {d}/oracle",
@@ -93,6 +97,29 @@ def test_features_and_windows_unchanged_by_later_data(tmp_path):
     assert not np.array_equal(np.load(base / "tensors/features.npy")[upto:],
                               np.load(moved / "tensors/features.npy")[upto:])
     assert json.loads((moved / "tensors" / "meta.json").read_text())["features"] == meta["features"]
+
+    # every engineered feature before prescreening, revealed labels and spreads included
+    feat_cfg = config.load("features", params)
+    ingested = [load_ingested(x / "data") for x in (base, moved)]
+    kinds = column_kinds(ingested[0].prices)
+    (names_a, a), (names_b, b) = (engineer(d.prices, feat_cfg, d.targets, d.labels, d.revealed, kinds)
+                                  for d in ingested)
+    assert names_a == names_b
+    rows = ingested[0].date_ids <= t
+    revealed = [j for j, n in enumerate(names_a) if n.endswith("__revealed")]
+    assert len(revealed) == len(ingested[0].targets) and np.isfinite(a[rows][:, revealed]).any()
+    assert any(n.startswith("spread[") for n in names_a)
+    np.testing.assert_array_equal(a[rows], b[rows], err_msg=f"an engineered feature at or before {t} changed")
+    assert not np.array_equal(a[~rows], b[~rows])
+
+    # labels whose last price is published by t, scaled and raw, and every scaling statistic
+    tensors = [windows.load(x / "tensors") for x in (base, moved)]
+    fixed = dates[:, None] + tensors[0].target_lags[None, :] + 1 <= t
+    for name in ("raw_labels", "labels"):
+        x, y = (np.asarray(getattr(tn, name), dtype=np.float64) for tn in tensors)
+        np.testing.assert_array_equal(np.where(fixed, x, 0.0), np.where(fixed, y, 0.0), err_msg=name)
+    assert json.loads((base / "scaling/scaling.json").read_text()) == \
+        json.loads((moved / "scaling/scaling.json").read_text())
 
 
 def test_model_without_signal_scores_near_zero(tmp_path):

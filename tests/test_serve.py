@@ -193,3 +193,61 @@ def test_thousands_of_malformed_days_never_raise(tiny_project, caplog):
     day = test.head(1).with_columns(pl.lit(d).alias("date_id"))
     server.predict(day, *[b.head(1).with_columns(pl.lit(d).alias("date_id")) for b in lagged])
     assert server.fallbacks == before
+
+
+def test_served_labels_are_exactly_the_published_ones(tiny_project):
+    """After a replay the server holds every label of the lagged files, each from its
+    publication day; a batch row that claims a label one day early is refused."""
+    artifacts = tiny_project / "artifacts"
+    dataset = artifacts / "synthetic/dataset"
+    server = Server(artifacts)
+    replay.replay(dataset, artifacts, server=server)
+    expected = []
+    for k in server.lags:
+        frame = pl.read_csv(dataset / "lagged_test_labels" / f"test_labels_lag_{k}.csv")
+        targets = [c for c in frame.columns if c.startswith("target_")]
+        expected.append(frame.unpivot(index=["date_id", "label_date_id"], on=targets, variable_name="target")
+                        .drop_nulls("value").with_columns(pl.lit(k, dtype=pl.Int64).alias("lag")))
+    last_served = pl.read_csv(dataset / "test.csv", columns=["date_id"])["date_id"].max()
+    expected = pl.concat(expected).filter(pl.col("date_id") <= last_served).sort("date_id", "target")
+    held = server.revealed.sort("date_id", "target").select(expected.columns)
+    assert held.height == expected.height > 0
+    assert held.equals(expected)
+
+    day = int(server.dates[-1])
+    lag1 = [t.name for t in server.targets if t.lag == 1]
+    early = pl.DataFrame({"date_id": [day], "label_date_id": [day - 1], **{n: [0.5] for n in lag1}})
+    on_time = early.with_columns(pl.lit(day - 2).alias("label_date_id"))
+    assert server._add_labels(early, 1).height == 0
+    assert server._add_labels(on_time, 1).height == len(lag1)
+
+
+def test_refit_models_are_the_ones_served(tiny_project, tmp_path):
+    """With `submit.refit`, the submission comes from heads refit on every labelled day, and
+    serving the same artifacts replays that submission, not the fine-tuned heads' forecasts."""
+    import shutil
+    import subprocess
+    import sys
+
+    import yaml
+
+    from conftest import ROOT
+
+    shutil.copytree(tiny_project / "artifacts", tmp_path / "artifacts",
+                    ignore=shutil.ignore_patterns("bundle", ".work", "submission"))
+    params = yaml.safe_load((tiny_project / "params.yaml").read_text())
+    params["submit"].update(refit=True, refit_epochs=2)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    out = subprocess.run([sys.executable, str(ROOT / "stages/submit.py"), "--params", "params.yaml",
+                          "--data", "artifacts/data", "--tensors", "artifacts/tensors",
+                          "--models", "artifacts/finetune", "--oracle", "artifacts/synthetic/oracle",
+                          "--out", "artifacts/submission", "--metrics", "artifacts/metrics/submit.json",
+                          "--train", "artifacts/train", "--work", "artifacts/.work/refit"],
+                         cwd=tmp_path, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    refit = pl.read_csv(tmp_path / "artifacts/submission/submission.csv")
+    finetuned = pl.read_csv(tiny_project / "artifacts/submission/submission.csv")
+    assert np.abs(refit.drop("date_id").to_numpy() - finetuned.drop("date_id").to_numpy()).max() > 1e-4
+    served, stats = replay.replay(tmp_path / "artifacts/synthetic/dataset", tmp_path / "artifacts")
+    assert stats["fallbacks"] == 0
+    np.testing.assert_allclose(served.to_numpy(), refit.to_numpy(), atol=1e-6)

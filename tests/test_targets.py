@@ -2,7 +2,8 @@ import numpy as np
 import polars as pl
 import pytest
 
-from spreadcast.data.targets import DataError, compute_labels, forward_spread, is_revealed, parse_pair
+from spreadcast.data.targets import (DataError, compute_labels, forward_spread, is_revealed, parse_pair,
+                                    publication_date)
 from spreadcast.data.layout import read_dataset
 
 
@@ -26,8 +27,10 @@ def test_forward_spread_formula():
 
 
 def test_reveal_rule():
+    assert publication_date(10, 1) == 12 and publication_date(10, 4) == 15
     assert is_revealed(10, 1, 12) and not is_revealed(10, 1, 11)
     assert is_revealed(10, 4, 15) and not is_revealed(10, 4, 14)
+    np.testing.assert_array_equal(is_revealed(np.array([5, 6, 7]), 2, 9), [True, True, False])
 
 
 def test_formula_matches_real_lagged_labels(kaggle_sample):

@@ -21,7 +21,7 @@ import numpy as np
 import polars as pl
 
 from spreadcast.data.layout import DATE, LABEL_DATE, SCORED, Dataset, dense_dates
-from spreadcast.data.targets import Target, compute_labels
+from spreadcast.data.targets import Target, compute_labels, is_revealed
 from spreadcast.io import read_json, sha256_file, write_json
 
 
@@ -63,7 +63,7 @@ def ingest(ds: Dataset, out: Path, tolerance: float) -> dict:
     else:
         labels = recomputed
     lags = np.array([t.lag for t in ds.targets])
-    unpublished = train_dates[:, None] + lags[None, :] + 1 > last_train
+    unpublished = ~is_revealed(train_dates[:, None], lags[None, :], last_train)
     check["masked_unpublished"] = int((np.isfinite(labels) & unpublished).sum())
     labels = np.where(unpublished, np.nan, labels)
 

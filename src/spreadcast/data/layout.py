@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from spreadcast.data.targets import DataError, Target, parse_pair
+from spreadcast.data.targets import DataError, Target, parse_pair, publication_date
 
 DATE = "date_id"
 LABEL_DATE = "label_date_id"
@@ -181,7 +181,7 @@ def read_lagged(folder: Path, lag: int, targets: list[Target]) -> pl.DataFrame:
     if label_dates.is_null().any():
         row = int(label_dates.is_null().arg_max())
         raise DataError(f"{path}: column {LABEL_DATE!r}, date_id {dates[row]}: not an integer")
-    wrong = label_dates != dates - lag - 1
+    wrong = publication_date(label_dates, lag) != dates
     if wrong.any():
         row = int(wrong.arg_max())
         raise DataError(f"{path}: date_id {dates[row]}: label_date_id {label_dates[row]} "

@@ -39,7 +39,7 @@ import polars.selectors  # noqa: F401  (pl.selectors)
 
 from spreadcast.config import SyntheticConfig
 from spreadcast.data.layout import DATE, LABEL_DATE, SCORED
-from spreadcast.data.targets import Target, compute_labels
+from spreadcast.data.targets import Target, compute_labels, publication_date
 from spreadcast.io import atomic_dir, sha256_file, write_json
 
 LME_METALS = ["AH", "CA", "PB", "ZS"]
@@ -204,7 +204,7 @@ def generate(cfg: SyntheticConfig) -> Market:
         cols = [j for j, t in enumerate(targets) if t.lag == lag]
         frame_k = label_frame(test_dates, cols)
         lagged[lag] = frame_k.with_columns(
-            (pl.col(DATE) + lag + 1).alias(DATE), pl.col(DATE).alias(LABEL_DATE))
+            publication_date(pl.col(DATE), lag).alias(DATE), pl.col(DATE).alias(LABEL_DATE))
     return Market(
         train=train.select(DATE, *feature_names),
         test=test.select(DATE, *feature_names, SCORED),

@@ -40,9 +40,16 @@ def parse_pair(pair: str, where: str) -> tuple[str, str | None]:
     return parts[0], (parts[1] if len(parts) == 2 else None)
 
 
-def is_revealed(label_date_id: int | np.ndarray, lag: int, date_id: int | np.ndarray):
+def publication_date(label_date_id, lag):
+    """The date_id on which the label of `label_date_id` for `lag` is published: the last price
+    it uses is that of `label_date_id + lag + 1`. The one place the reveal rule is written; it
+    takes ints, numpy arrays and polars expressions alike."""
+    return label_date_id + lag + 1
+
+
+def is_revealed(label_date_id, lag, date_id):
     """True where the label of `label_date_id` for `lag` is public on `date_id`."""
-    return label_date_id + lag + 1 <= date_id
+    return publication_date(label_date_id, lag) <= date_id
 
 
 def forward_spread(log_prices: np.ndarray, ia: int, ib: int | None, lag: int) -> np.ndarray:

@@ -24,7 +24,7 @@ import polars as pl
 
 from spreadcast.config import FeaturesConfig
 from spreadcast.data.layout import DATE, LABEL_DATE
-from spreadcast.data.targets import Target
+from spreadcast.data.targets import Target, is_revealed, publication_date
 
 VOLUME_LIKE = re.compile(r"(volume|open_interest)$", re.IGNORECASE)
 
@@ -133,12 +133,12 @@ def revealed_labels(date_ids: np.ndarray, labels: np.ndarray, revealed: pl.DataF
     out = np.full(labels.shape, np.nan)
     row_of = {int(d): i for i, d in enumerate(date_ids)}
     for j, t in enumerate(targets):
-        shift = t.lag + 1
+        shift = publication_date(0, t.lag)          # rows between a label's date and its publication
         out[shift:, j] = labels[:-shift, j]
         gap = date_ids[shift:] - date_ids[:-shift] != shift     # dense axes have none; be safe
         out[shift:, j][gap] = np.nan
     col = {t.name: j for j, t in enumerate(targets)}
-    published = revealed.filter((pl.col(LABEL_DATE) + pl.col("lag") + 1 <= pl.col(DATE))
+    published = revealed.filter(is_revealed(pl.col(LABEL_DATE), pl.col("lag"), pl.col(DATE))
                                 & pl.col("target").is_in(list(col)))
     if published.height:
         d = published[DATE].to_numpy()

@@ -20,6 +20,7 @@ import polars as pl
 
 from spreadcast.data.layout import DATE
 from spreadcast.io import read_json, sha256_file
+from spreadcast.serve.predictor import served_folder
 from spreadcast.serve.server import TAIL_DAYS
 
 RUNTIME_DEPENDENCIES = ["torch==2.13.0", "numpy==2.4.6", "polars==2.1.0", "pyarrow==26.0.1",
@@ -73,10 +74,7 @@ def export(artifacts: Path, package: Path, out: Path, version: str = "0.1.0") ->
         (art / rel).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(artifacts / rel, art / rel)
     for lag in registry["lags"]:
-        # a refit model (submit.refit) replaces the fine-tuned one
-        source = artifacts / "submission" / "models" / f"lag{lag}"
-        if not (source / "model.pt").is_file():
-            source = artifacts / "finetune" / f"lag{lag}"
+        source = served_folder(artifacts, lag)          # a refit model replaces the fine-tuned one
         (art / "finetune" / f"lag{lag}").mkdir(parents=True, exist_ok=True)
         for suffix in (".pt", ".json"):
             shutil.copy2(source / f"model{suffix}", art / "finetune" / f"lag{lag}" / f"model{suffix}")

@@ -28,16 +28,26 @@ class Head:
     targets: list[str]
 
 
+def load_head(folder: str | Path, lag: int) -> Head:
+    """The model saved as `folder/model`, in evaluation mode."""
+    state, meta = checkpoint.load(Path(folder) / "model")
+    model = checkpoint.build_model(meta)
+    model.load_state_dict(state["model"])
+    model.eval()
+    return Head(lag=lag, model=model, features=meta["features"], targets=meta["targets"])
+
+
 def load_heads(folder: str | Path, lags: list[int]) -> list[Head]:
     """Load the final model of every lag from `folder/lag{k}/model`."""
-    heads = []
-    for lag in lags:
-        state, meta = checkpoint.load(Path(folder) / f"lag{lag}" / "model")
-        model = checkpoint.build_model(meta)
-        model.load_state_dict(state["model"])
-        model.eval()
-        heads.append(Head(lag=lag, model=model, features=meta["features"], targets=meta["targets"]))
-    return heads
+    return [load_head(Path(folder) / f"lag{lag}", lag) for lag in lags]
+
+
+def served_folder(artifacts: str | Path, lag: int) -> Path:
+    """The folder of the model a lag is served with: the one refit on every labelled day
+    (`submission/models`, written by `submit.refit`) when there is one, the fine-tuned one
+    otherwise. The submission, the bundle and `predict()` all serve this model."""
+    refit = Path(artifacts) / "submission" / "models" / f"lag{lag}"
+    return refit if (refit / "model.pt").is_file() else Path(artifacts) / "finetune" / f"lag{lag}"
 
 
 @torch.no_grad()

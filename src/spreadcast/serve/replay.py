@@ -23,9 +23,10 @@ from spreadcast.evaluation import metric
 from spreadcast.serve.server import Server
 
 
-def replay(dataset: Path, artifacts: Path) -> tuple[pl.DataFrame, dict]:
+def replay(dataset: Path, artifacts: Path, server: Server | None = None) -> tuple[pl.DataFrame, dict]:
+    """Serve every test day of `dataset` (through `server`, or a new one on `artifacts`)."""
     start = time.perf_counter()
-    server = Server(artifacts)
+    server = server or Server(artifacts)
     cold = time.perf_counter() - start
     test = pl.read_csv(dataset / "test.csv", infer_schema_length=0)
     lagged = {}

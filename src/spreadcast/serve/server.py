@@ -22,11 +22,11 @@ import torch
 
 from spreadcast.config import FeaturesConfig
 from spreadcast.data.layout import DATE, LABEL_DATE
-from spreadcast.data.targets import Target
+from spreadcast.data.targets import Target, is_revealed
 from spreadcast.features.engineer import engineer, family
 from spreadcast.features.scaling import Scaler
 from spreadcast.io import read_json
-from spreadcast.serve.predictor import load_heads
+from spreadcast.serve.predictor import load_head, served_folder
 
 log = logging.getLogger("spreadcast.serve")
 ARTIFACTS_ENV = "SPREADCAST_ARTIFACTS"
@@ -88,7 +88,7 @@ class Server:
         self.scaler = Scaler.from_dict(read_json(root / "scaling" / "scaling.json"))
         tensors_meta = read_json(root / "tensors" / "meta.json")
         self.history = int(tensors_meta["history"])
-        self.heads = load_heads(root / "finetune", self.lags)
+        self.heads = [load_head(served_folder(root, lag), lag) for lag in self.lags]
         feature_index = {f: i for i, f in enumerate(self.scaler.features)}
         self.head_columns = [[feature_index[f] for f in head.features] for head in self.heads]
         # the price columns the models' features are made from (own families and spread legs)
@@ -141,7 +141,7 @@ class Server:
         values = _numeric(batch, names)                                   # (rows, targets)
         keys = _numeric(batch, [DATE, LABEL_DATE])
         ok = np.isfinite(keys).all(axis=1)
-        ok[ok] &= keys[ok, 1] + lag + 1 <= keys[ok, 0]                  # only what is published
+        ok[ok] &= is_revealed(keys[ok, 1], lag, keys[ok, 0])             # only what is published
         values, keys = values[ok], keys[ok].astype(np.int64)
         have = np.isfinite(values)
         rows, cols = np.nonzero(have)
