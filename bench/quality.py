@@ -58,16 +58,21 @@ MARKETS: dict[str, dict] = {
 
 
 def project(root: Path, overrides: dict) -> Path:
-    """A DVC copy of the pipeline in `root` with `overrides` applied to params.yaml."""
-    root.mkdir(parents=True)
+    """A DVC copy of the pipeline in `root` with `overrides` applied to params.yaml. A project
+    already there (`--work`) gets the current code and params, and DVC re-runs only what they
+    change."""
+    root.mkdir(parents=True, exist_ok=True)
     for name in ("dvc.yaml", "stages", "src"):
-        src = ROOT / name
-        (shutil.copytree if src.is_dir() else shutil.copy)(src, root / name)
+        src, dest = ROOT / name, root / name
+        if dest.is_dir():
+            shutil.rmtree(dest)
+        (shutil.copytree if src.is_dir() else shutil.copy)(src, dest)
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     for section, values in overrides.items():
         params[section].update(values)
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    subprocess.run([dvc_bin(), "init", "--no-scm", "-q"], cwd=root, check=True, env=env(root))
+    if not (root / ".dvc").is_dir():
+        subprocess.run([dvc_bin(), "init", "--no-scm", "-q"], cwd=root, check=True, env=env(root))
     return root
 
 
@@ -145,7 +150,8 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--markets", default=",".join(MARKETS), help="comma-separated subset of: " + ", ".join(MARKETS))
     p.add_argument("--out", default=str(ROOT / "bench" / "results" / "quality.json"))
-    p.add_argument("--work", help="keep each market's project here (default: a temporary folder)")
+    p.add_argument("--work", help="keep each market's project here and reuse what is there "
+                                  "(default: a temporary folder)")
     p.add_argument("--bootstrap", type=int, default=2000, help="bootstrap draws")
     args = p.parse_args()
     names = [n.strip() for n in args.markets.split(",") if n.strip()]
@@ -161,8 +167,6 @@ def main() -> None:
     for name in names:
         print(f"quality: {name}", flush=True)
         root = work / name
-        if root.exists():
-            shutil.rmtree(root)
         run_pipeline(project(root, MARKETS[name]), name)
         results[name] = summarise(root, args.bootstrap)
         if not args.work:

@@ -58,6 +58,7 @@ def main() -> None:
     oracle = oracle_for(Path(args.oracle), registry)
     if oracle is not None and not has_signal(oracle / "ceiling.parquet"):
         oracle = None                   # the null market: no ceiling to measure against
+    if oracle is not None:
         predictions["ceiling"] = oracle_table(oracle / "ceiling.parquet", dates, tensors.target_names)
         val_predictions["ceiling"] = oracle_table(oracle / "ceiling.parquet", tensors.date_ids[val_rows],
                                                   tensors.target_names)

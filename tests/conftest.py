@@ -47,6 +47,48 @@ def set_cell(path, key_column, key, column, value):
                                               .otherwise(pl.col(column)).alias(column)))
 
 
+# The stage scripts in pipeline order, for tests that run them directly into a folder `d`.
+PIPELINE = [
+    "generate.py --dataset {d}/dataset --oracle {d}/oracle",
+    "ingest.py --out {d}/data",
+    "prescreen.py --data {d}/data --out {d}/features",
+    "scale.py --data {d}/data --features {d}/features --out {d}/scaling",
+    "windows.py --data {d}/data --features {d}/features --scaling {d}/scaling --out {d}/tensors",
+]
+PER_LAG = [
+    "train.py --lag {k} --tensors {d}/tensors --out {d}/train/lag{k} --metrics {d}/metrics/train_lag{k}.json "
+    "--work {d}/work/train_lag{k}",
+    "prune.py --lag {k} --tensors {d}/tensors --train {d}/train/lag{k} --heads {d}/train --out {d}/prune/lag{k}",
+    "finetune.py --lag {k} --tensors {d}/tensors --train {d}/train/lag{k} --prune {d}/prune/lag{k} "
+    "--out {d}/finetune/lag{k} --metrics {d}/metrics/finetune_lag{k}.json --work {d}/work/finetune_lag{k}",
+]
+SUBMIT = ("submit.py --data {d}/data --tensors {d}/tensors --models {d}/finetune --oracle {d}/oracle "
+          "--out {d}/submission --metrics {d}/metrics/submit.json --train {d}/train --work {d}/work/refit")
+EVALUATE = ("evaluate.py --data {d}/data --tensors {d}/tensors --models {d}/finetune --oracle {d}/oracle "
+            "--out {d}/evaluate --metrics {d}/metrics/evaluate.json")
+
+
+def write_params(folder: Path, **sections) -> tuple[Path, Path]:
+    """A tiny params.yaml in `folder` (reading the dataset generated into its artifact folder
+    unless `data` says otherwise); returns it and that artifact folder (where stages write)."""
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    for section, values in {**TINY_PARAMS, **sections}.items():
+        params[section] = {**params[section], **values}
+    artifacts = folder / "artifacts"
+    params["data"]["dir"] = sections.get("data", {}).get("dir", str(artifacts / "dataset"))
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "params.yaml"
+    path.write_text(yaml.safe_dump(params))
+    return path, artifacts
+
+
+def stage(command: str, params: Path, **fmt) -> None:
+    script, *args = command.format(**fmt).split()
+    result = subprocess.run([sys.executable, str(ROOT / "stages" / script), "--params", str(params), *args],
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+
+
 @pytest.fixture
 def tiny_cfg() -> SyntheticConfig:
     return SyntheticConfig(**TINY_SYNTHETIC)

@@ -10,48 +10,11 @@ import polars as pl
 import pytest
 import yaml
 
-from conftest import ROOT, TINY_PARAMS
+from conftest import EVALUATE, PER_LAG, PIPELINE, stage, write_params
 from spreadcast import config
 from spreadcast.data.ingest import load_ingested
 from spreadcast.features import windows
 from spreadcast.features.engineer import column_kinds, engineer
-
-PIPELINE = [
-    "generate.py --dataset {d}/dataset --oracle {d}/oracle",
-    "ingest.py --out {d}/data",
-    "prescreen.py --data {d}/data --out {d}/features",
-    "scale.py --data {d}/data --features {d}/features --out {d}/scaling",
-    "windows.py --data {d}/data --features {d}/features --scaling {d}/scaling --out {d}/tensors",
-]
-PER_LAG = [
-    "train.py --lag {k} --tensors {d}/tensors --out {d}/train/lag{k} --metrics {d}/metrics/train_lag{k}.json "
-    "--work {d}/work/train_lag{k}",
-    "prune.py --lag {k} --tensors {d}/tensors --train {d}/train/lag{k} --heads {d}/train --out {d}/prune/lag{k}",
-    "finetune.py --lag {k} --tensors {d}/tensors --train {d}/train/lag{k} --prune {d}/prune/lag{k} "
-    "--out {d}/finetune/lag{k} --metrics {d}/metrics/finetune_lag{k}.json --work {d}/work/finetune_lag{k}",
-]
-EVALUATE = ("evaluate.py --data {d}/data --tensors {d}/tensors --models {d}/finetune --oracle {d}/oracle "
-            "--out {d}/evaluate --metrics {d}/metrics/evaluate.json")
-
-
-def write_params(folder: Path, **sections) -> tuple[Path, Path]:
-    """A tiny params.yaml in `folder`; returns it and its artifact folder (where stages write)."""
-    params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    for section, values in {**TINY_PARAMS, **sections}.items():
-        params[section] = {**params[section], **values}
-    artifacts = folder / "artifacts"
-    params["data"]["dir"] = str(artifacts / "dataset")
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / "params.yaml"
-    path.write_text(yaml.safe_dump(params))
-    return path, artifacts
-
-
-def stage(command: str, params: Path, **fmt) -> None:
-    script, *args = command.format(**fmt).split()
-    result = subprocess.run([sys.executable, str(ROOT / "stages" / script), "--params", str(params), *args],
-                            capture_output=True, text=True)
-    assert result.returncode == 0, result.stderr[-3000:]
 
 
 def perturb_after(dataset: Path, t: int, seed: int = 0) -> None:

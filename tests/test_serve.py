@@ -2,12 +2,15 @@
 import gc
 import logging
 import os
+import shutil
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import polars as pl
 import pytest
 
+from conftest import PER_LAG, PIPELINE, SUBMIT, stage, write_params
 from spreadcast.serve import replay
 from spreadcast.serve.server import Server
 
@@ -66,13 +69,54 @@ def test_malformed_days_never_raise(tiny_project):
         check_reply(reply, [pl.from_pandas(b) if isinstance(b, pd.DataFrame) else b for b in batches])
 
 
-def test_real_sample_layout_replays(kaggle_sample, tiny_project):
-    """The real files' layout (557 columns, 424 targets) is served without an error."""
-    submission, stats = replay.replay(kaggle_sample, tiny_project / "artifacts")
+def history_before(sample: Path, folder: Path, days: int = 300, seed: int = 0) -> Path:
+    """A dataset folder whose train.csv is `days` of made-up history in the real sample's exact
+    layout, ending the day before the sample's first test day and joining its first prices;
+    test.csv, target_pairs.csv and the lagged label files are the sample's own."""
+    test = pl.read_csv(sample / "test.csv", infer_schema_length=0)
+    columns = [c for c in test.columns if c not in ("date_id", "is_scored")]
+    first = int(test["date_id"].cast(pl.Int64)[0])
+    rng = np.random.default_rng(seed)
+    history = {"date_id": np.arange(first - days, first, dtype=np.int64)}
+    for c in columns:
+        observed = test[c].cast(pl.Float64, strict=False).drop_nulls()
+        if observed.len() == 0:
+            history[c] = np.full(days, np.nan)               # a listing that stopped: empty throughout
+            continue
+        steps = rng.standard_normal(days) * 0.01
+        if observed[0] > 0:                                  # walk back from the first real price
+            history[c] = observed[0] * np.exp(-np.cumsum(steps[::-1])[::-1])
+        else:
+            history[c] = observed[0] - np.cumsum(steps[::-1])[::-1]
+    folder.mkdir(parents=True)
+    pl.DataFrame(history).with_columns(pl.selectors.float().fill_nan(None)).write_csv(folder / "train.csv")
+    for name in ("test.csv", "target_pairs.csv"):
+        shutil.copy(sample / name, folder / name)
+    shutil.copytree(sample / "lagged_test_labels", folder / "lagged_test_labels")
+    return folder
+
+
+def test_real_sample_served_by_a_model_trained_up_to_it(kaggle_sample, tmp_path):
+    """The real files (557 columns, 424 targets), served day by day by models trained on
+    history that ends where the sample begins: the model answers every day (no fallback), and
+    the replies equal the submit stage's batch forecasts of the same days."""
+    dataset = history_before(kaggle_sample, tmp_path / "dataset")
+    params, d = write_params(tmp_path / "project", data={"dir": str(dataset)})
+    for command in PIPELINE[1:]:
+        stage(command, params, d=d)
+    for command in PER_LAG:                 # every head trained before pruning pools their scores
+        for k in (1, 2, 3, 4):
+            stage(command, params, d=d, k=k)
+    stage(SUBMIT, params, d=d)
+    submission, stats = replay.replay(kaggle_sample, d)
+    expected = pl.read_csv(d / "submission/submission.csv")
     assert submission.height == 134 and submission.width == 1 + 424
+    assert stats["fallbacks"] == 0
+    assert submission.columns == expected.columns
+    np.testing.assert_allclose(submission.to_numpy(), expected.to_numpy(), atol=1e-6)
     values = submission.drop("date_id").to_numpy()
     assert np.isfinite(values).all() and (values.std(axis=1) > 0).all()
-    assert "scored_days" in stats
+    assert stats["scored_days"] > 0
 
 
 def test_bundle_installs_and_replays_without_the_repository(tiny_project, tmp_path):
