@@ -265,6 +265,8 @@ class TrainConfig:
     processes: int = 1           # > 1: data-parallel under torchrun (gloo on CPU, NCCL on GPUs)
     compile: bool = False        # torch.compile the training forward pass
     pin_memory: bool = True      # page-locked batches on CUDA (no effect on CPU)
+    tf32: bool = True            # TF32 matmuls for fp32 on CUDA (no effect on CPU or under amp)
+    windows_on_device: bool = True   # exported windows kept on the GPU when they fit; false: host batches
 
     def validate(self, s: str) -> None:
         _require(1 <= self.processes <= 64, f"{s}.processes", "must be in 1..64")

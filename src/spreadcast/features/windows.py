@@ -24,16 +24,31 @@ class Windows:
 
     def __init__(self, features: torch.Tensor, missing: torch.Tensor, labels: torch.Tensor, history: int):
         self.history = history
+        self._features, self._missing = features, missing
         # unfold over dates: (dates - L + 1, F, L), a view sharing storage with `features`
         self._x = features.unfold(0, history, 1)
         self._m = missing.unfold(0, history, 1)
         self.labels = labels
 
+    @property
+    def device(self) -> torch.device:
+        return self._features.device
+
+    def nbytes(self) -> int:
+        """Bytes of the matrices the windows view (what moving them to a device costs)."""
+        return sum(t.numel() * t.element_size() for t in (self._features, self._missing, self.labels))
+
+    def to(self, device: torch.device | str) -> "Windows":
+        """The same windows over copies of the matrices on `device`; batches are then gathered
+        there, with no copy per step."""
+        return Windows(self._features.to(device), self._missing.to(device), self.labels.to(device), self.history)
+
     def batch(self, rows: np.ndarray | torch.Tensor):
-        start = torch.as_tensor(rows) - (self.history - 1)
+        rows = torch.as_tensor(rows, device=self.device)
+        start = rows - (self.history - 1)
         x = self._x[start].transpose(1, 2)        # (B, L, F)
         m = self._m[start].transpose(1, 2)        # (B, L, F)
-        return x, m, self.labels[torch.as_tensor(rows)]
+        return x, m, self.labels[rows]
 
 
 @dataclass

@@ -8,6 +8,7 @@ checkpoint selection on it; `best` and `last` checkpoints; dvclive logging per e
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import math
 import shutil
@@ -28,6 +29,7 @@ from spreadcast.io import sha256_bytes, sha256_file
 from spreadcast.model import checkpoint, losses
 from spreadcast.model.net import SpreadTransformer
 from spreadcast.training import distributed
+from spreadcast.training.device import place_windows, set_precision
 from spreadcast.training.distributed import SINGLE, Context
 
 COLLAPSE_STD = 1e-6   # cross-target spread of standardised forecasts below this: collapsed
@@ -154,8 +156,10 @@ def fit(model: SpreadTransformer, data: HeadData, cfg: TrainConfig, out: Path, m
     base_lr = cfg.lr if lr is None else lr
     device = next(model.parameters()).device
     autocast, scaler = autocast_context(device, cfg.amp)
+    set_precision(device, cfg.tf32, cfg.amp)
     optimizer = torch.optim.AdamW(_param_groups(model, cfg.weight_decay, cfg.gate_lr_mult,
-                                                cfg.linear_lr_mult), lr=base_lr)
+                                                cfg.linear_lr_mult), lr=base_lr,
+                                  fused=device.type == "cuda")     # one kernel per step on a GPU
     generator = torch.Generator().manual_seed(cfg.seed)
     n = len(data.train_rows)
     steps_per_epoch = math.ceil(n / cfg.batch_size)
@@ -163,7 +167,9 @@ def fit(model: SpreadTransformer, data: HeadData, cfg: TrainConfig, out: Path, m
     warmup = cfg.warmup_epochs * steps_per_epoch
     rank_scale = data.target_scale / data.target_scale.mean()
     run_meta = {**meta, "fit": {"epochs": epochs, "lr": base_lr}}
-    pin = cfg.pin_memory and device.type == "cuda"
+    windows, _ = place_windows(data.windows, device, cfg.windows_on_device)
+    data = dataclasses.replace(data, windows=windows)
+    pin = cfg.pin_memory and device.type == "cuda" and windows.device.type != "cuda"
     say = print if ctx.main else (lambda *a, **k: None)
 
     def terms(rows: np.ndarray, net: torch.nn.Module = model):

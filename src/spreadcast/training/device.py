@@ -1,0 +1,76 @@
+"""Where and in what precision a lag head trains: the exported windows placed on the training
+device, TF32 and bf16 switched by params, and the attention kernel that actually runs.
+
+On a GPU the step is launch-bound at these sizes: gathering each batch on the host and copying
+it costs more than the step itself, so the (small) exported matrices go to the device once and
+every batch is gathered there. On the CPU host and device are the same memory and nothing moves.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+
+import torch
+
+from spreadcast.features.windows import Windows
+
+# Share of the free GPU memory the exported windows may take; above it batches come from the host.
+DEVICE_MEMORY_SHARE = 0.5
+
+
+def set_precision(device: torch.device, tf32: bool, amp: bool) -> str:
+    """Switch TF32 matmuls (CUDA only) and name the precision a step computes in."""
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = tf32
+        torch.backends.cudnn.allow_tf32 = tf32
+        if amp:
+            return "bf16 autocast" if torch.cuda.is_bf16_supported() else "fp16 autocast + grad scaler"
+        return "tf32" if tf32 else "fp32"
+    return "bf16 autocast" if amp else "fp32"
+
+
+def place_windows(windows: Windows, device: torch.device, on_device: bool) -> tuple[Windows, str]:
+    """The windows on `device` when asked and they fit, else on the host; and where they are."""
+    if device.type != "cuda":
+        return windows, "host (= device)"
+    if windows.device == device:
+        return windows, "device"
+    if on_device:
+        free, _ = torch.cuda.mem_get_info(device)
+        if windows.nbytes() <= DEVICE_MEMORY_SHARE * free:
+            return windows.to(device), "device"
+    return windows, "host"
+
+
+@contextlib.contextmanager
+def _quiet_stderr():
+    """Silence C++ writers on fd 2 (the profiler announces its start and stop there)."""
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as sink:
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+
+
+def attention_kernel(model: torch.nn.Module, x: torch.Tensor, m: torch.Tensor, autocast) -> str:
+    """The scaled-dot-product-attention kernel one forward pass runs (from the profiler), e.g.
+    `_scaled_dot_product_flash_attention_for_cpu` or `_scaled_dot_product_cudnn_attention`."""
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if x.is_cuda else [])
+    was_training = model.training
+    model.eval()
+    try:
+        with _quiet_stderr(), profile(activities=activities) as prof, torch.no_grad(), autocast():
+            model(x, m)
+    finally:
+        model.train(was_training)
+    names = {e.name.removeprefix("aten::") for e in prof.events()}
+    kernels = sorted(n for n in names if n.startswith("_") and "attention" in n and "backward" not in n)
+    if kernels:
+        return kernels[0]
+    return "math" if "scaled_dot_product_attention" in names else "none"
