@@ -12,7 +12,7 @@ from spreadcast.serve.bundle import export
 def main() -> None:
     p = cli.parser(__doc__)
     for name in ("--artifacts", "--package"):
-        p.add_argument(name, required=True)
+        p.add_input(name)
     p.add_output("--out")
     args = p.parse_args()
     with atomic_dir(args.out) as tmp:

@@ -25,8 +25,9 @@ from spreadcast.serve.predictor import load_heads, predict_rows
 
 def main() -> None:
     p = cli.parser(__doc__)
-    for name in ("--data", "--tensors", "--models", "--oracle"):
-        p.add_argument(name, required=True)
+    for name in ("--data", "--tensors", "--models"):
+        p.add_input(name)
+    p.add_argument("--oracle", required=True, help="the synthetic market's oracle (used when it matches the data)")
     p.add_output("--out")
     p.add_output("--metrics")
     args = p.parse_args()

@@ -18,7 +18,7 @@ def main() -> None:
     p = cli.parser(__doc__)
     p.add_argument("--lag", type=int, required=True)
     for name in ("--tensors", "--train", "--prune"):
-        p.add_argument(name, required=True)
+        p.add_input(name)
     for name in ("--out", "--metrics", "--work"):
         p.add_output(name)
     args = p.parse_args()

@@ -18,7 +18,7 @@ from spreadcast.io import atomic_dir, write_json
 
 def main() -> None:
     p = cli.parser(__doc__)
-    p.add_argument("--data", required=True)
+    p.add_input("--data")
     p.add_output("--out")
     args = p.parse_args()
     feat_cfg = config.load("features", args.params)

@@ -25,9 +25,9 @@ from spreadcast.training.prune import count_by_validation, select
 def main() -> None:
     p = cli.parser(__doc__)
     p.add_argument("--lag", type=int, required=True)
-    p.add_argument("--tensors", required=True)
-    p.add_argument("--train", required=True, help="this lag's trained head")
-    p.add_argument("--heads", required=True, help="the folder of every trained head (lagK inside)")
+    p.add_input("--tensors")
+    p.add_input("--train", help="this lag's trained head")
+    p.add_input("--heads", help="the folder of every trained head (lagK inside)")
     p.add_output("--out")
     args = p.parse_args()
     cfg = config.load("prune", args.params)

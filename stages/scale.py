@@ -16,8 +16,8 @@ from spreadcast.io import atomic_dir, read_json, write_json
 
 def main() -> None:
     p = cli.parser(__doc__)
-    p.add_argument("--data", required=True)
-    p.add_argument("--features", required=True)
+    p.add_input("--data")
+    p.add_input("--features")
     p.add_output("--out")
     args = p.parse_args()
     cfg = config.load("scale", args.params)

@@ -27,11 +27,12 @@ from spreadcast.model import checkpoint
 
 def main() -> None:
     p = cli.parser(__doc__)
-    for name in ("--data", "--tensors", "--models", "--oracle"):
-        p.add_argument(name, required=True)
+    for name in ("--data", "--tensors", "--models"):
+        p.add_input(name)
+    p.add_argument("--oracle", required=True, help="the synthetic market's oracle (used when it matches the data)")
     p.add_output("--out")
     p.add_output("--metrics")
-    p.add_argument("--train", default="artifacts/train", help="the train stage's output (best epochs, for refit)")
+    p.add_input("--train", default="artifacts/train", help="the train stage's output (best epochs, for refit)")
     p.add_output("--work", help="refit checkpoints")
     args = p.parse_args()
     data_cfg = config.load("data", args.params)

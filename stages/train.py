@@ -30,7 +30,7 @@ def model_config(cfg: config.TrainConfig, n_features: int, n_targets: int, histo
 def main() -> None:
     p = cli.parser(__doc__)
     p.add_argument("--lag", type=int, required=True)
-    p.add_argument("--tensors", required=True)
+    p.add_input("--tensors")
     p.add_output("--out")
     p.add_output("--metrics")
     p.add_output("--work", help="checkpoints while training; a rerun resumes from here")

@@ -17,7 +17,7 @@ from spreadcast.io import atomic_dir, read_json, write_json
 def main() -> None:
     p = cli.parser(__doc__)
     for name in ("--data", "--features", "--scaling"):
-        p.add_argument(name, required=True)
+        p.add_input(name)
     p.add_output("--out")
     args = p.parse_args()
     cfg = config.load("windows", args.params)

@@ -238,3 +238,26 @@ def test_any_stage_failure_is_one_line(raise_, status, line):
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == status
     assert re.fullmatch(line + "\n", result.stderr), result.stderr
+
+
+@pytest.mark.parametrize("script, args, stage_name", [
+    ("prune.py", ["--lag", "2", "--tensors", "artifacts/tensors", "--train", "artifacts/train/lag2",
+                  "--heads", "artifacts/train", "--out", "artifacts/prune/lag2"], "windows"),
+    ("finetune.py", ["--lag", "3", "--tensors", "artifacts/tensors_ok", "--train", "artifacts/train/lag3",
+                     "--prune", "artifacts/prune/lag3", "--out", "artifacts/finetune/lag3", "--metrics",
+                     "artifacts/m.json", "--work", "artifacts/.work/f"], "train@3"),
+    ("scale.py", ["--data", "artifacts/data", "--features", "artifacts/features", "--out", "artifacts/scaling"],
+     "ingest"),
+])
+def test_a_missing_input_names_the_stage_that_makes_it(script, args, stage_name, tmp_path):
+    """One line naming the argument, the path and the stage to run; nothing is written."""
+    project = tmp_path / "project"
+    (project / "artifacts" / "tensors_ok").mkdir(parents=True)
+    shutil.copy(ROOT / "dvc.yaml", project / "dvc.yaml")
+    (project / "params.yaml").write_text(yaml.safe_dump(tiny_params()))
+    result = run_stage(project, script, *args)
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "not found" in lines[0]
+    assert f"it is made by stage '{stage_name}' (dvc repro {stage_name})" in lines[0]
+    assert sorted(p.name for p in (project / "artifacts").iterdir()) == ["tensors_ok"]

@@ -3,11 +3,14 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 import time
 import traceback
 from pathlib import Path
 from typing import Callable
+
+import yaml
 
 from spreadcast import io
 from spreadcast.errors import SpreadcastError
@@ -26,18 +29,52 @@ class StageParser(argparse.ArgumentParser):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self._outputs: list[str] = []
+        self._inputs: list[str] = []
 
     def add_output(self, flag: str, **kwargs) -> None:
         action = self.add_argument(flag, required=True, **kwargs)
         self._outputs.append(action.dest)
 
+    def add_input(self, flag: str, **kwargs) -> None:
+        """A path the stage reads; a missing one stops it at once, naming the stage that makes it."""
+        kwargs.setdefault("required", "default" not in kwargs)
+        action = self.add_argument(flag, **kwargs)
+        self._inputs.append(action.dest)
+
     def parse_args(self, args=None, namespace=None):
         ns = super().parse_args(args, namespace)
+        for dest in self._inputs:
+            path = getattr(ns, dest)
+            if not Path(path).exists():
+                raise MissingInput(f"--{dest} {path}: not found{made_by(path, Path(ns.params).resolve().parent)}")
         root = Path(ns.params).resolve().parent / "artifacts"
         io.confine_writes(root)
         for dest in self._outputs:
             io.check_writable(getattr(ns, dest), f"--{dest}")
         return ns
+
+
+class MissingInput(SpreadcastError):
+    """An input of a stage does not exist."""
+
+
+def made_by(path: str, root: Path) -> str:
+    """'; it is made by stage X (dvc repro X)' when the pipeline beside `root` declares `path`
+    (or a folder holding it) as an output, else ''."""
+    try:
+        stages = yaml.safe_load((root / "dvc.yaml").read_text())["stages"]
+        target = Path(path).resolve().relative_to(root.resolve()).as_posix()
+    except (OSError, ValueError, KeyError, TypeError, yaml.YAMLError):
+        return ""
+    for name, stage in stages.items():
+        for out in stage.get("outs", []):
+            out = next(iter(out)) if isinstance(out, dict) else out
+            pattern = re.escape(out).replace(re.escape("${item.lag}"), r"(?P<lag>\d+)")
+            found = re.match(pattern + r"(/|$)", target)
+            if found:
+                stage_name = f"{name}@{found.group('lag')}" if "lag" in found.groupdict() else name
+                return f"; it is made by stage '{stage_name}' (dvc repro {stage_name})"
+    return ""
 
 
 def parser(doc: str | None) -> StageParser:
