@@ -70,10 +70,11 @@ def ranking_quality(labels: np.ndarray, preds: np.ndarray, top: float = 0.1) -> 
 
 def compare(labels: np.ndarray, predictions: dict[str, np.ndarray], lags: np.ndarray,
             date_ids: np.ndarray, window: int) -> tuple[dict, pl.DataFrame, pl.DataFrame]:
-    """Metrics per predictor, a daily IC table (with rolling means) and a per-lag table."""
+    """Metrics per predictor, a daily IC table (with rolling means) and a per-lag table (one
+    row per lag and predictor, ordered by lag, for a bar chart)."""
     metrics: dict = {}
     daily = {DATE: date_ids}
-    per_lag = {"lag": [int(k) for k in np.unique(lags)]}
+    per_lag: dict[str, list] = {"bar": [], "lag": [], "forecast": [], "sharpe": []}   # long: one bar each
     for name, preds in predictions.items():
         metrics[name] = metric.summary(labels, preds)
         ic = metric.daily_rank_corr(labels, preds, strict=False)
@@ -88,5 +89,9 @@ def compare(labels: np.ndarray, predictions: dict[str, np.ndarray], lags: np.nda
             lag_metrics["icir"] = lag_metrics["sharpe"]            # mean / std of the daily rank IC
             lag_metrics.update(ranking_quality(labels[:, cols], preds[:, cols]))
             metrics[name][f"lag{k}"] = lag_metrics
-        per_lag[f"{name}_sharpe"] = [metrics[name][f"lag{k}"]["sharpe"] for k in np.unique(lags)]
-    return metrics, pl.DataFrame(daily), pl.DataFrame(per_lag)
+        for k in np.unique(lags):
+            per_lag["bar"].append(f"lag {k} {name}")
+            per_lag["lag"].append(int(k))
+            per_lag["forecast"].append(name)
+            per_lag["sharpe"].append(metrics[name][f"lag{k}"]["sharpe"])
+    return metrics, pl.DataFrame(daily), pl.DataFrame(per_lag).sort("lag", maintain_order=True)
