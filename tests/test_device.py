@@ -9,7 +9,7 @@ from conftest import ROOT
 from spreadcast.config import TrainConfig
 from spreadcast.features.windows import Windows
 from spreadcast.model.net import ModelConfig, SpreadTransformer
-from spreadcast.training.device import attention_kernel, place_windows, set_precision
+from spreadcast.training.device import attention_backend, attention_kernel, place_windows, set_precision
 from spreadcast.training.loop import autocast_context
 
 
@@ -50,6 +50,7 @@ def test_attention_kernel_is_named_from_the_profiler():
     kernel = attention_kernel(model, x, m, autocast_context(torch.device("cpu"), False)[0])
     assert "attention" in kernel and kernel.startswith("_scaled_dot_product")
     assert model.training                                      # left as it was found
+    assert attention_backend(model, 4, torch.device("cpu"), amp=False) in ("FLASH_ATTENTION", "MATH")
 
 
 def test_gpu_benchmark_path_runs_on_the_cpu():

@@ -43,14 +43,14 @@ def test_features_and_windows_unchanged_by_later_data(tmp_path):
     params, base = write_params(tmp_path / "base")
     moved_params, moved = write_params(tmp_path / "moved")
     for command in PIPELINE:
-        stage(command, params, d=base)
+        stage(command, params, in_process=True, d=base)
     meta = json.loads((base / "tensors" / "meta.json").read_text())
     t = meta["splits"]["val"]["date_ids"][0]          # training statistics end well before t
 
     shutil.copytree(base / "dataset", moved / "dataset")
     perturb_after(moved / "dataset", t)
     for command in PIPELINE[1:]:
-        stage(command, moved_params, d=moved)
+        stage(command, moved_params, in_process=True, d=moved)
     dates = np.load(base / "tensors" / "date_ids.npy")
     upto = int(np.searchsorted(dates, t, side="right"))
     for name in ("features", "missing"):
@@ -98,11 +98,11 @@ def test_model_without_signal_scores_near_zero(tmp_path):
                              data={"lags": [1]},
                           windows={"history": 8, "val_days": 60, "holdout_days": holdout, "embargo": 5})
     for command in PIPELINE:
-        stage(command, params, d=d)
+        stage(command, params, in_process=True, d=d)
     for k in (1,):
         for command in PER_LAG:
-            stage(command, params, d=d, k=k)
-    stage(EVALUATE, params, d=d)
+            stage(command, params, in_process=True, d=d, k=k)
+    stage(EVALUATE, params, in_process=True, d=d)
     metrics = json.loads((d / "metrics" / "evaluate.json").read_text())
     bound = 4 / np.sqrt(holdout)
     assert abs(metrics["model_sharpe"]) < bound

@@ -103,11 +103,11 @@ def test_real_sample_served_by_a_model_trained_up_to_it(kaggle_sample, tmp_path)
     dataset = history_before(kaggle_sample, tmp_path / "dataset")
     params, d = write_params(tmp_path / "project", data={"dir": str(dataset)})
     for command in PIPELINE[1:]:
-        stage(command, params, d=d)
+        stage(command, params, in_process=True, d=d)
     for command in PER_LAG:                 # every head trained before pruning pools their scores
         for k in (1, 2, 3, 4):
-            stage(command, params, d=d, k=k)
-    stage(SUBMIT, params, d=d)
+            stage(command, params, in_process=True, d=d, k=k)
+    stage(SUBMIT, params, in_process=True, d=d)
     submission, stats = replay.replay(kaggle_sample, d)
     expected = pl.read_csv(d / "submission/submission.csv")
     assert submission.height == 134 and submission.width == 1 + 424
