@@ -14,9 +14,8 @@ from spreadcast.features import windows
 from spreadcast.io import atomic_dir, write_json
 from spreadcast.model.net import ModelConfig, SpreadTransformer
 from spreadcast.training import distributed, linear
-from spreadcast.training.device import attention_kernel, place_windows, set_precision
-from spreadcast.training.loop import (autocast_context, data_fingerprint, fit, head_data, move_checkpoints,
-                                     open_live)
+from spreadcast.training.device import attention_backend, place_windows, set_precision
+from spreadcast.training.loop import data_fingerprint, fit, head_data, move_checkpoints, open_live
 
 
 def model_config(cfg: config.TrainConfig, n_features: int, n_targets: int, history: int) -> ModelConfig:
@@ -61,9 +60,8 @@ def train(args, cfg: config.TrainConfig, ctx: distributed.Context, device: torch
     precision = set_precision(device, cfg.tf32, cfg.amp)
     data.windows, where = place_windows(data.windows, device, cfg.windows_on_device)
     if ctx.main:
-        x, m, _ = data.windows.batch(data.train_rows[:2])
-        kernel = attention_kernel(model, x, m, autocast_context(device, cfg.amp)[0])
-        print(f"  precision {precision}; windows on {where}; attention kernel {kernel}", flush=True)
+        backend = attention_backend(model, cfg.batch_size, device, cfg.amp)
+        print(f"  precision {precision}; windows on {where}; attention {backend}", flush=True)
     meta = {"model": mcfg.to_dict(), "lag": args.lag, "features": tensors.feature_names,
             "targets": [tensors.target_names[j] for j in cols],
             "params_hash": config.params_hash(cfg), "data_fingerprint": data_fingerprint(Path(args.tensors))}

@@ -56,6 +56,22 @@ def _quiet_stderr():
             os.close(saved)
 
 
+def attention_backend(model: torch.nn.Module, batch: int, device: torch.device, amp: bool) -> str:
+    """The scaled-dot-product-attention backend PyTorch picks for the model's training shapes
+    and precision (FLASH_ATTENTION, EFFICIENT_ATTENTION, CUDNN_ATTENTION or MATH), asked of its
+    dispatcher directly: instant, unlike a profiled pass (`attention_kernel`, for benchmarks)."""
+    from torch.nn.attention import SDPBackend
+
+    cfg = model.cfg
+    dtype = torch.bfloat16 if amp and (device.type != "cuda" or torch.cuda.is_bf16_supported()) else \
+        torch.float16 if amp else torch.float32
+    q = torch.zeros(batch, cfg.n_heads, cfg.history, cfg.d_model // cfg.n_heads, device=device, dtype=dtype)
+    try:
+        return SDPBackend(torch._fused_sdp_choice(q, q, q, None, cfg.dropout, True)).name
+    except (AttributeError, RuntimeError, TypeError, ValueError):   # a private entry point: may move
+        return "unknown"
+
+
 def attention_kernel(model: torch.nn.Module, x: torch.Tensor, m: torch.Tensor, autocast) -> str:
     """The scaled-dot-product-attention kernel one forward pass runs (from the profiler), e.g.
     `_scaled_dot_product_flash_attention_for_cpu` or `_scaled_dot_product_cudnn_attention`."""
