@@ -1,0 +1,1 @@
+"""spreadcast: a staged pipeline forecasting cross-asset spread returns at several horizons."""

@@ -1,0 +1,1 @@
+"""Evaluation: the competition metric, baselines (ridge, constant rank) and the holdout report."""

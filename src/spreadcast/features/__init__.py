@@ -1,0 +1,1 @@
+"""Features: engineering, prescreening, scaling statistics, splits and rolling windows."""

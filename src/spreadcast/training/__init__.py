@@ -1,0 +1,1 @@
+"""Training: the loop, device placement, data parallelism, pruning, fine-tuning and refit."""
