@@ -46,38 +46,9 @@ DATES, TARGETS, BATCH = 2034, 106, 64
 
 
 def bench(size: dict, steps: int, repeats: int, amp: bool) -> dict:
-    torch.manual_seed(0)
-    x = torch.randn(DATES, size["features"])
-    windows = Windows(x, torch.zeros_like(x), torch.randn(DATES, TARGETS), size["history"])
-    cfg = ModelConfig(n_features=size["features"], n_targets=TARGETS, history=size["history"],
-                      d_model=size["d_model"], n_heads=size["n_heads"], n_layers=size["n_layers"],
-                      skip_decays=tuple(TrainConfig().skip_decays))
-    model = SpreadTransformer(cfg)
-    autocast, _ = autocast_context(torch.device("cpu"), amp)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    rows = np.arange(size["history"] - 1, DATES)
-    rng = np.random.default_rng(0)
-
-    def step():
-        xb, mb, yb = windows.batch(rng.choice(rows, BATCH, replace=False))
-        with autocast():
-            forecast, score = model(xb, mb)
-        have = ~torch.isnan(yb)
-        loss = losses.huber(forecast.float(), yb, have, 0.2) + losses.pairwise_rank(score.float(), yb, have)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-
-    for _ in range(2):
-        step()
-    rates = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        for _ in range(steps):
-            step()
-        rates.append(steps * BATCH / (time.perf_counter() - start))
-    return {"samples_per_s": round(statistics.median(rates), 1), "runs": [round(r, 1) for r in rates],
-            "parameters": sum(p.numel() for p in model.parameters())}
+    """The CPU table's entry: fp32 or bf16, windows in (host = device) memory."""
+    result = bench_device(size, torch.device("cpu"), "bf16" if amp else "fp32", "device", steps, repeats)
+    return {k: result[k] for k in ("samples_per_s", "runs", "parameters")}
 
 
 def bench_device(size: dict, device: torch.device, precision: str, where: str, steps: int, repeats: int,
@@ -133,7 +104,8 @@ def bench_device(size: dict, device: torch.device, precision: str, where: str, s
     kernel = attention_kernel(model, xb.to(device), mb.to(device), autocast)
     peak = torch.cuda.max_memory_allocated(device) / 2**20 if cuda else 0.0
     return {"samples_per_s": round(statistics.median(rates), 1), "peak_gpu_mib": round(peak, 1),
-            "attention_kernel": kernel}
+            "attention_kernel": kernel, "runs": [round(r, 1) for r in rates],
+            "parameters": sum(p.numel() for p in model.parameters())}
 
 
 def main_device(device: torch.device, steps: int, repeats: int, out: str) -> None:
@@ -142,7 +114,8 @@ def main_device(device: torch.device, steps: int, repeats: int, out: str) -> Non
         for precision in ("fp32", "tf32", "bf16"):
             for where in ("host", "device"):
                 result = bench_device(size, device, precision, where, steps, repeats)
-                runs.append({"size": name, "precision": precision, "windows": where, **result})
+                runs.append({"size": name, "precision": precision, "windows": where,
+                             **{k: result[k] for k in ("samples_per_s", "peak_gpu_mib", "attention_kernel")}})
                 print(f"{name:<8} {precision:<5} windows on {where:<6} {result['samples_per_s']:>10.1f} samples/s  "
                       f"peak {result['peak_gpu_mib']:>8.1f} MiB  {result['attention_kernel']}", flush=True)
     gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"

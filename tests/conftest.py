@@ -164,11 +164,12 @@ def tiny_project(tmp_path_factory) -> Path:
     with SIGKILL at random moments and then completed (`interrupted_repro`). What the kills
     hit and how the result compares with uninterrupted runs is in `tiny_project.kills`."""
     root = make_project(tmp_path_factory.mktemp("project") / "p")
-    interrupted_repro(root, KILLS)
+    interrupted_repro(root, KILLS, KILL_COUNT)
     return root
 
 
 KILL_SEED = int(os.environ.get("SPREADCAST_KILL_SEED", random.randrange(1 << 30)))
+KILL_COUNT = int(os.environ.get("SPREADCAST_KILLS", 2))       # more kills: more moments hit, a longer suite
 KILLS: dict = {"seed": KILL_SEED}
 
 
