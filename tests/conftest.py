@@ -205,11 +205,14 @@ def interrupted_repro(project: Path, record: dict, kills: int = 3) -> None:
             break                                       # it finished before the kill was due
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
-            stage = running_stage(proc.communicate()[0])
+            output = proc.communicate()[0]
+            stage = running_stage(output)
+            # the stage finished if DVC recorded it before the kill
+            finished = stage is not None and "Updating lock file" in output.rsplit("Running stage", 1)[-1]
         status = json.loads(dvc(project, "status", "--json") or "{}")
         lock = yaml.safe_load((project / "dvc.lock").read_text()) if (project / "dvc.lock").exists() else {}
         record["kills"].append({"delay_s": round(delay, 2), "stage": stage,
-                                "reported_not_done": stage in status,
+                                "reported_not_done": stage in status, "finished": finished,
                                 "locked": stage in (lock or {}).get("stages", {})})
     dvc(project, "repro")
     record["status_after"] = json.loads(dvc(project, "status", "--json") or "{}")

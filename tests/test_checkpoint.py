@@ -241,3 +241,29 @@ def test_refit_trains_on_every_labelled_day(tmp_path):
     assert {60 - 1, 89, 119} <= set(trained.tolist())      # train, validation and holdout days
     _, saved = checkpoint.load(tmp_path / "refit" / "last")
     assert saved["refit"] is True and saved["epoch"] == 2
+
+
+class _Payload:
+    """An object whose unpickling would run code (here: create a file)."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (str(self.marker), "w"))
+
+
+def test_pickled_code_with_a_valid_hash_is_refused(tmp_path):
+    """A checkpoint whose metadata carries the right hash but whose weights file holds a pickled
+    callable is refused by the weights-only loader, and the callable never runs."""
+    import json
+
+    from spreadcast.errors import CheckpointError
+    from spreadcast.io import sha256_file
+
+    marker = tmp_path / "PWNED"
+    torch.save({"model": {}, "payload": _Payload(marker)}, tmp_path / "evil.pt")
+    (tmp_path / "evil.json").write_text(json.dumps({"sha256": sha256_file(tmp_path / "evil.pt")}))
+    with pytest.raises(CheckpointError, match="cannot be loaded safely"):
+        checkpoint.load(tmp_path / "evil")
+    assert not marker.exists()

@@ -137,6 +137,10 @@ def test_bundle_installs_and_replays_without_the_repository(tiny_project, tmp_pa
     shutil.copytree(tiny_project / "artifacts" / "bundle", bundle)
     manifest = json.loads((bundle / "manifest.json").read_text())
     assert "notebook.ipynb" in manifest and "artifacts/finetune/lag1/model.pt" in manifest
+    from spreadcast.io import sha256_file
+    files = {str(p.relative_to(bundle)) for p in bundle.rglob("*") if p.is_file()} - {"manifest.json"}
+    assert set(manifest) == files                       # every file listed, nothing else
+    assert all(sha256_file(bundle / name) == digest for name, digest in manifest.items())
     env_dir = tmp_path / "venv"
     venv.EnvBuilder(with_pip=False).create(env_dir)
     python = env_dir / "bin" / "python"
@@ -295,3 +299,19 @@ def test_refit_models_are_the_ones_served(tiny_project, tmp_path):
     served, stats = replay.replay(tmp_path / "artifacts/synthetic/dataset", tmp_path / "artifacts")
     assert stats["fallbacks"] == 0
     np.testing.assert_allclose(served.to_numpy(), refit.to_numpy(), atol=1e-6)
+
+
+def test_history_cut_to_the_tail_still_equals_the_submission(tiny_project, monkeypatch):
+    """Serving keeps only the last TAIL_DAYS days; cut to fewer days than the tiny market has
+    (but enough for the longest feature window), the replay still equals the submission."""
+    from spreadcast.serve import server as server_module
+
+    monkeypatch.setattr(server_module, "TAIL_DAYS", 100)      # the tiny market has 260 train days
+    server = Server(tiny_project / "artifacts")
+    assert server.dates.size == 100
+    submission, stats = replay.replay(tiny_project / "artifacts/synthetic/dataset", tiny_project / "artifacts",
+                                      server=server)
+    assert server.dates.size == 100                            # the window slides, it does not grow
+    expected = pl.read_csv(tiny_project / "artifacts/submission/submission.csv")
+    assert stats["fallbacks"] == 0
+    np.testing.assert_allclose(submission.to_numpy(), expected.to_numpy(), atol=1e-6)

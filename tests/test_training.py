@@ -95,3 +95,35 @@ def test_collapsed_model_fails_with_clear_message(tmp_path, monkeypatch):
     with pytest.raises(CollapseError, match="final model collapsed"), \
             pytest.warns(UserWarning, match="epoch 1: forecasts collapsed on 45 validation days"):
         run(tmp_path, cfg=dataclasses.replace(CFG, epochs=1))
+
+
+def test_training_pruning_and_finetuning_never_read_holdout_rows(tiny_project, tmp_path):
+    """Every holdout row of the exported tensors changed (features, mask, labels): the lag-1
+    head's trained, pruned and fine-tuned weights are the same as the tiny project's."""
+    import shutil
+
+    import numpy as np
+    import torch
+
+    from conftest import PER_LAG, stage
+
+    art = tmp_path / "artifacts"
+    shutil.copytree(tiny_project / "artifacts" / "tensors", art / "tensors")
+    for k in (2, 3, 4):                                  # the other heads, for pooled pruning
+        shutil.copytree(tiny_project / "artifacts" / "train" / f"lag{k}", art / "train" / f"lag{k}")
+    shutil.copy(tiny_project / "params.yaml", tmp_path / "params.yaml")
+    holdout = np.load(art / "tensors" / "holdout_rows.npy")
+    assert holdout.size > 0
+    for name, change in (("features", lambda a: a + 1.0), ("missing", lambda a: 1.0 - a),
+                         ("labels", lambda a: -a - 1.0), ("raw_labels", lambda a: -a - 1.0)):
+        array = np.load(art / "tensors" / f"{name}.npy")
+        array[holdout] = change(array[holdout])
+        np.save(art / "tensors" / f"{name}.npy", array)
+    for command in PER_LAG:
+        stage(command, tmp_path / "params.yaml", in_process=True, d=str(art), k=1)
+    for folder, name in (("train/lag1", "best.pt"), ("finetune/lag1", "model.pt")):
+        ours = torch.load(art / folder / name, weights_only=True)["model"]
+        theirs = torch.load(tiny_project / "artifacts" / folder / name, weights_only=True)["model"]
+        assert ours.keys() == theirs.keys()
+        for key in ours:
+            torch.testing.assert_close(ours[key], theirs[key], rtol=0, atol=0, msg=f"{folder} {key}")
