@@ -129,7 +129,7 @@ def generate(cfg: SyntheticConfig) -> Market:
 
     factors = _student_t(rng, cfg.tail_df, (n_days, N_FACTORS)) * 0.8
     idio = _student_t(rng, cfg.tail_df, (n_days, n_inst))
-    mech = _Mechanisms.draw(cfg, extra, n_days, sigma, exposure, s, leaders)
+    mech = _Mechanisms.draw(cfg, extra, n_days, sigma, leaders)
     drift = np.zeros((n_days, n_inst))
     drift[1:] = cfg.signal_strength * sigma * (s[:-1] @ exposure.T)
     if mech.levels.shape[1]:
@@ -235,7 +235,7 @@ class _Mechanisms:
 
     @staticmethod
     def draw(cfg: SyntheticConfig, rng: np.random.Generator, n_days: int, sigma: np.ndarray,
-             exposure: np.ndarray, s: np.ndarray, leaders: np.ndarray) -> "_Mechanisms":
+             leaders: np.ndarray) -> "_Mechanisms":
         n_inst = sigma.size
         psi = cfg.level_persistence
         shocks = rng.standard_normal((n_days, cfg.n_levels))
