@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup repro test clean-venv
+.PHONY: setup repro test quality mutants clean-venv
 
 setup: $(STAMP)
 
@@ -19,6 +19,12 @@ repro: $(STAMP)
 
 test: $(STAMP)
 	. $(BIN)/activate && python -m pytest -q
+
+quality: $(STAMP)   # forecast quality on every market of the zoo and real prices (35-50 min)
+	. $(BIN)/activate && python bench/quality.py
+
+mutants: $(STAMP)   # planted defects the tests must catch (about 20 min)
+	. $(BIN)/activate && python bench/mutants.py
 
 clean-venv:
 	rm -rf $(VENV)
