@@ -37,9 +37,12 @@ LAG_STAGES = [
                  "--out {d}/finetune/lag{k} --metrics {d}/metrics/finetune_lag{k}.json --work {d}/work/finetune_lag{k}"),
 ]
 FINAL_STAGES = [
-    ("evaluate", "evaluate.py --data {d}/data --tensors {d}/tensors --models {d}/finetune --oracle {d}/oracle "
+    ("blend", "blend.py --data {d}/data --tensors {d}/tensors --models {d}/finetune --out {d}/blend"),
+    ("evaluate", "evaluate.py --data {d}/data --tensors {d}/tensors --models {d}/finetune --blend {d}/blend "
+                 "--oracle {d}/oracle "
                  "--out {d}/evaluate --metrics {d}/metrics/evaluate.json"),
-    ("submit", "submit.py --data {d}/data --tensors {d}/tensors --models {d}/finetune --oracle {d}/oracle "
+    ("submit", "submit.py --data {d}/data --tensors {d}/tensors --models {d}/finetune --blend {d}/blend "
+               "--oracle {d}/oracle "
                "--out {d}/submission --metrics {d}/metrics/submit.json"),
 ]
 

@@ -1,12 +1,16 @@
-"""Score the final lag heads on the holdout against two baselines a user computes in a minute
+"""Score the served forecast on the holdout against two baselines a user computes in a minute
 (a ridge on the same inputs and each target's mean training rank as a constant, `const_rank`)
 and, on a synthetic market, the oracle's ceiling.
 
-The validation days are scored the same way (`val_*` metrics): they chose epochs and pruning,
-so the holdout, which nothing chose from, is the headline.
+`model` is what is submitted and served: the blend of the transformer, the ridge and the
+updating prior (`blend` stage), with the ridge fit on training rows. Each component is scored
+beside it (`transformer`, `prior`; the ridge baseline is the ridge component).
+
+The validation days are scored the same way (`val_*` metrics): they chose epochs, pruning and
+the blend's weights, so the holdout, which nothing chose from, is the headline.
 
 usage: python stages/evaluate.py --data artifacts/data --tensors artifacts/tensors \
-           --models artifacts/finetune --oracle artifacts/synthetic/oracle \
+           --models artifacts/finetune --blend artifacts/blend --oracle artifacts/synthetic/oracle \
            --out artifacts/evaluate --metrics artifacts/metrics/evaluate.json
 """
 from pathlib import Path
@@ -17,16 +21,17 @@ import torch
 
 from spreadcast import cli, config
 from spreadcast.evaluation import metric
-from spreadcast.evaluation.baseline import const_rank, fit_ridge, predict_ridge
+from spreadcast.evaluation.baseline import const_rank, predict_ridge
 from spreadcast.evaluation.report import compare, has_signal, oracle_for, oracle_table
 from spreadcast.features import windows
-from spreadcast.io import atomic_dir, read_json, write_json
-from spreadcast.serve.predictor import load_heads, predict_rows
+from spreadcast.io import atomic_dir, load_array, read_json, write_json
+from spreadcast.evaluation.blend import prior_series
+from spreadcast.serve.predictor import load_blend, load_heads, predict_rows
 
 
 def main() -> None:
     p = cli.parser(__doc__)
-    for name in ("--data", "--tensors", "--models"):
+    for name in ("--data", "--tensors", "--models", "--blend"):
         p.add_input(name)
     p.add_argument("--oracle", required=True, help="the synthetic market's oracle (used when it matches the data)")
     p.add_output("--out")
@@ -41,21 +46,32 @@ def main() -> None:
     labels = tensors.raw_labels[rows]
     dates = tensors.date_ids[rows]
     heads = load_heads(args.models, data_cfg.lags)
-    predictions = {"model": predict_rows(heads, tensors, rows)}
+    parts = load_blend(args.blend, ridge="train")        # holdout: the ridge that saw training rows only
+    delay = int(tensors.target_lags.max()) + 1
+    prior = prior_series(tensors.raw_labels, delay)      # each day: the label rows complete by then
+
+    def served(at: np.ndarray) -> np.ndarray:
+        """The forecast submitted and served (the blend), and the transformer alone."""
+        alone = predict_rows(heads, tensors, at)
+        return (alone if parts is None else predict_rows(heads, tensors, at, blend=parts, prior=prior[at])), alone
+
+    predictions = dict(zip(("model", "transformer"), served(rows)))
     gates = {f"lag{h.lag}": torch.sigmoid(h.model.gate.logit.detach()) for h in heads}
     gate_stats = {lag: {"features": int(g.numel()), "mean": float(g.mean()), "sparsity": float((g < 0.1).float().mean())}
                   for lag, g in gates.items()}
 
     x = tensors.features.numpy()
-    weights, intercept = fit_ridge(x[tensors.splits.train], tensors.labels.numpy()[tensors.splits.train],
-                                   cfg.ridge_alpha)
+    # the blend's ridge component, fit on training rows (blend.ridge_alpha)
+    weights, intercept = (load_array(Path(args.blend) / f"ridge_train_{part}.npy") for part in ("weights", "intercept"))
     predictions["ridge"] = predict_ridge(weights, intercept, x[rows])      # standardised, like the model
-    prior = const_rank(tensors.raw_labels[tensors.splits.train])
-    predictions["const_rank"] = np.tile(prior, (rows.size, 1))
+    constant = const_rank(tensors.raw_labels[tensors.splits.train])
+    predictions["const_rank"] = np.tile(constant, (rows.size, 1))
+    predictions["prior"] = prior[rows]
     val_rows = tensors.splits.val
-    val_predictions = {"model": predict_rows(heads, tensors, val_rows),
+    val_predictions = {**dict(zip(("model", "transformer"), served(val_rows))),
                        "ridge": predict_ridge(weights, intercept, x[val_rows]),
-                       "const_rank": np.tile(prior, (val_rows.size, 1))}
+                       "const_rank": np.tile(constant, (val_rows.size, 1)),
+                       "prior": prior[val_rows]}
 
     oracle = oracle_for(Path(args.oracle), registry)
     if oracle is not None and not has_signal(oracle / "ceiling.parquet"):

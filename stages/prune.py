@@ -18,7 +18,6 @@ from spreadcast.io import atomic_dir, write_json
 from spreadcast.model import checkpoint
 from spreadcast.model.net import SpreadTransformer
 from spreadcast.training.linear import saliency, validation_scorer
-from spreadcast.training.loop import head_data
 from spreadcast.training.prune import count_by_validation, select
 
 
@@ -41,7 +40,7 @@ def main() -> None:
         scores = feature_scores(model, cfg.score)
     count, tried = None, {}
     if cfg.policy == "validate":
-        data = head_data(windows.load(args.tensors), args.lag, meta["features"])
+        data = windows.head_data(windows.load(args.tensors), args.lag, meta["features"])
         count, tried = count_by_validation(scores, meta["features"], cfg.candidates,
                                            validation_scorer(model, data, cfg.ridge_alpha))
         print(f"prune lag {args.lag}: validation Sharpe of the re-solved linear path by features kept: "

@@ -1,11 +1,13 @@
 """Predict every test day and write the submission (and score it where the answers are known).
 
 usage: python stages/submit.py --data artifacts/data --tensors artifacts/tensors \
-           --models artifacts/finetune --oracle artifacts/synthetic/oracle \
+           --models artifacts/finetune --blend artifacts/blend --oracle artifacts/synthetic/oracle \
            --out artifacts/submission --metrics artifacts/metrics/submit.json \
            [--train artifacts/train --work artifacts/.work/refit]
 
-With `submit.refit: true` each selected head is first retrained on every labelled day
+The forecast is the served one: the blend of the heads, the ridge refit on every published
+label and the prior, updated with every label row complete by each day (the training labels
+and the lagged test label files). With `submit.refit: true` each selected head is first retrained on every labelled day
 (train, validation and holdout) for the number of epochs validation chose.
 """
 from pathlib import Path
@@ -20,14 +22,15 @@ from spreadcast.evaluation import metric
 from spreadcast.evaluation.report import oracle_for, oracle_table
 from spreadcast.features import windows
 from spreadcast.io import atomic_dir, read_json, write_json
-from spreadcast.serve.predictor import load_heads, predict_rows
+from spreadcast.evaluation.blend import prior_series, with_revealed
+from spreadcast.serve.predictor import load_blend, load_heads, predict_rows
 from spreadcast.training.finetune import refit
 from spreadcast.model import checkpoint
 
 
 def main() -> None:
     p = cli.parser(__doc__)
-    for name in ("--data", "--tensors", "--models"):
+    for name in ("--data", "--tensors", "--models", "--blend"):
         p.add_input(name)
     p.add_argument("--oracle", required=True, help="the synthetic market's oracle (used when it matches the data)")
     p.add_output("--out")
@@ -59,7 +62,13 @@ def main() -> None:
                                 epochs, Path(args.work) / f"lag{head.lag}", alpha)
             head.model = model.eval()
             refitted[head.lag] = (model, meta)
-    preds = predict_rows(heads, tensors, rows)
+    parts = load_blend(args.blend, ridge="all")
+    prior = None
+    if parts is not None:
+        revealed = pl.read_parquet(Path(args.data) / "revealed.parquet")
+        labels = with_revealed(tensors.date_ids, tensors.raw_labels, revealed, tensors.target_names)
+        prior = prior_series(labels, parts.delay)[rows]
+    preds = predict_rows(heads, tensors, rows, blend=parts, prior=prior)
     if not np.isfinite(preds).all():
         raise DataError("non-finite prediction in the submission")
     constant = np.flatnonzero(preds.std(axis=1) == 0)

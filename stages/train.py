@@ -15,7 +15,8 @@ from spreadcast.io import atomic_dir, write_json
 from spreadcast.model.net import ModelConfig, SpreadTransformer
 from spreadcast.training import distributed, linear
 from spreadcast.training.device import attention_backend, place_windows, set_precision
-from spreadcast.training.loop import data_fingerprint, fit, head_data, move_checkpoints, open_live
+from spreadcast.features.windows import head_data
+from spreadcast.training.loop import data_fingerprint, fit, move_checkpoints, open_live
 
 
 def model_config(cfg: config.TrainConfig, n_features: int, n_targets: int, history: int) -> ModelConfig:

@@ -1,5 +1,6 @@
 """Name-based checkpoint remapping: shrink, grow, reorder, mismatch, and fine-tuning on top."""
 import dataclasses
+import os
 
 import numpy as np
 import pytest
@@ -7,6 +8,7 @@ import torch
 
 from spreadcast.config import FinetuneConfig, TrainConfig
 from spreadcast.errors import CheckpointError
+from spreadcast.features.windows import HeadData, Windows
 from spreadcast.model import checkpoint
 from spreadcast.model.net import ModelConfig, SpreadTransformer
 from spreadcast.training import loop
@@ -132,9 +134,9 @@ def head_data(features, targets, days=120, history=5, seed=0):
     rng = np.random.default_rng(seed)
     x = rng.standard_normal((days, len(features))).astype(np.float32)
     y = (x[:, :1] + rng.standard_normal((days, len(targets)))).astype(np.float32)
-    windows = loop.Windows(torch.from_numpy(x), torch.zeros(days, len(features)), torch.from_numpy(y), history)
+    windows = Windows(torch.from_numpy(x), torch.zeros(days, len(features)), torch.from_numpy(y), history)
     rows = np.arange(history - 1, days)
-    return loop.HeadData(windows=windows, train_rows=rows[:80], val_rows=rows[86:],
+    return HeadData(windows=windows, train_rows=rows[:80], val_rows=rows[86:],
                          target_scale=torch.ones(len(targets)), raw_labels=y.astype(np.float64))
 
 
@@ -217,6 +219,33 @@ def test_truncated_or_garbage_checkpoint_gives_clear_error(saved):
     meta.write_text("{")
     with pytest.raises(CheckpointError, match=r"best\.json: unreadable checkpoint metadata"):
         checkpoint.load(path)
+
+
+@pytest.mark.parametrize("killed_after", ["pending", "weights"])
+def test_save_killed_between_its_renames_leaves_a_loadable_checkpoint(saved, monkeypatch, killed_after):
+    """Kill `save` after writing the new metadata aside, or after renaming the new weights in."""
+    path, model = saved
+    old_state, _ = checkpoint.load(path)
+    new_state = {"model": {k: v + 1 for k, v in model.state_dict().items()}}
+    steps = {"pending": 1, "weights": 2}[killed_after]     # os.replace calls made before the kill
+    real_replace, calls = os.replace, []
+
+    def replace(src, dst):
+        if len(calls) == steps:
+            raise KeyboardInterrupt("killed")
+        calls.append(dst)
+        return real_replace(src, dst)
+
+    monkeypatch.setattr("os.replace", replace)
+    with pytest.raises(KeyboardInterrupt):
+        checkpoint.save(path, new_state, {"model": model.cfg.to_dict(), "features": FEATURES,
+                                          "targets": TARGETS})
+    monkeypatch.undo()
+    state, _ = checkpoint.load(path)
+    expected = old_state if killed_after == "pending" else new_state
+    for name, tensor in expected["model"].items():
+        torch.testing.assert_close(state["model"][name], tensor)
+    assert not path.with_suffix(".json.next").exists()
 
 
 def test_refit_trains_on_every_labelled_day(tmp_path):

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from spreadcast.config import PruneConfig
-from spreadcast.features.windows import Windows
+from spreadcast.features.windows import HeadData, Windows
 from spreadcast.model.net import DecayPool, ModelConfig, SpreadTransformer
 from spreadcast.training import linear, loop
 from spreadcast.training.prune import count_by_validation, select
@@ -35,7 +35,7 @@ def planted(seed=0, days=400, features=6, targets=5, decay=0.8, noise=0.05):
     y = (ewma @ beta + noise * rng.standard_normal((days, targets))).astype(np.float32)
     windows = Windows(torch.from_numpy(x), torch.zeros(days, features), torch.from_numpy(y), HISTORY)
     rows = np.arange(HISTORY - 1, days)
-    return loop.HeadData(windows=windows, train_rows=rows[:300], val_rows=rows[300:],
+    return HeadData(windows=windows, train_rows=rows[:300], val_rows=rows[300:],
                          target_scale=torch.ones(targets), raw_labels=y.astype(np.float64))
 
 

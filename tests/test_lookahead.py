@@ -10,7 +10,7 @@ import polars as pl
 import pytest
 import yaml
 
-from conftest import EVALUATE, PER_LAG, PIPELINE, stage, write_params
+from conftest import BLEND, EVALUATE, PER_LAG, PIPELINE, stage, write_params
 from spreadcast import config
 from spreadcast.data.ingest import load_ingested
 from spreadcast.features import windows
@@ -102,6 +102,7 @@ def test_model_without_signal_scores_near_zero(tmp_path):
     for k in (1,):
         for command in PER_LAG:
             stage(command, params, in_process=True, d=d, k=k)
+    stage(BLEND, params, in_process=True, d=d)
     stage(EVALUATE, params, in_process=True, d=d)
     metrics = json.loads((d / "metrics" / "evaluate.json").read_text())
     bound = 4 / np.sqrt(holdout)

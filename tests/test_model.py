@@ -25,6 +25,23 @@ def test_forward_shapes_and_gate_range():
     assert ((g >= 0) & (g <= 1)).all()
 
 
+@pytest.mark.parametrize("n_layers", [1, 3])
+def test_final_block_on_the_last_position_equals_the_full_sequence(n_layers):
+    """The encoder computes only the last position in its final block; every block run on the
+    whole sequence gives the same last position."""
+    torch.manual_seed(0)
+    model = SpreadTransformer(ModelConfig(n_features=6, n_targets=4, history=7, d_model=16, n_heads=2,
+                                          n_layers=n_layers)).eval()
+    x, m = torch.randn(3, 7, 6), (torch.rand(3, 7, 6) < 0.2).float()
+    with torch.no_grad():
+        h = model.input(torch.cat([model.gate(x), m], dim=-1))
+        h = h + model.time_proj(model.time2vec(model.steps)) + model.position
+        for block in model.blocks:
+            h = block(h)
+        full = model.norm(h[:, -1])
+        torch.testing.assert_close(model.encode(x, m), full, rtol=1e-5, atol=1e-6)
+
+
 def test_causal_encoder_ignores_nothing_of_its_window_but_only_its_window():
     model = tiny_model().eval()
     x, m = torch.randn(2, 5, 6), torch.zeros(2, 5, 6)

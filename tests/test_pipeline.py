@@ -42,11 +42,11 @@ def test_second_repro_does_nothing_and_params_rerun_only_downstream(tiny_project
     project = tiny_project
     assert "Data and pipelines are up to date" in dvc(project, "repro")
     params = yaml.safe_load((project / "params.yaml").read_text())
-    params["finetune"]["lr"] = 2e-4
+    params["evaluate"]["rolling_window"] += 5
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     out = dvc(project, "repro")
     ran = {line.split("'")[1] for line in out.splitlines() if line.startswith("Running stage")}
-    assert ran == {"finetune@1", "finetune@2", "finetune@3", "finetune@4", "evaluate", "submit", "bundle"}
+    assert ran == {"evaluate"}
     status = dvc(project, "status")
     assert "up to date" in status
 

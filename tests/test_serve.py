@@ -10,7 +10,8 @@ import pandas as pd
 import polars as pl
 import pytest
 
-from conftest import PER_LAG, PIPELINE, SUBMIT, stage, write_params
+import gateway
+from conftest import BLEND, PER_LAG, PIPELINE, SUBMIT, stage, write_params
 from spreadcast.serve import replay
 from spreadcast.serve.server import Server
 
@@ -96,10 +97,11 @@ def history_before(sample: Path, folder: Path, days: int = 300, seed: int = 0) -
     return folder
 
 
-def test_real_sample_served_by_a_model_trained_up_to_it(kaggle_sample, tmp_path):
+def test_real_sample_served_by_a_model_trained_up_to_it(kaggle_sample, tmp_path, monkeypatch):
     """The real files (557 columns, 424 targets), served day by day by models trained on
     history that ends where the sample begins: the model answers every day (no fallback), and
-    the replies equal the submit stage's batch forecasts of the same days."""
+    the replies equal the submit stage's batch forecasts of the same days, through the replay and
+    through the gateway's contract (`gateway.serve` calling the package's own `predict`)."""
     dataset = history_before(kaggle_sample, tmp_path / "dataset")
     params, d = write_params(tmp_path / "project", data={"dir": str(dataset)})
     for command in PIPELINE[1:]:
@@ -107,6 +109,7 @@ def test_real_sample_served_by_a_model_trained_up_to_it(kaggle_sample, tmp_path)
     for command in PER_LAG:                 # every head trained before pruning pools their scores
         for k in (1, 2, 3, 4):
             stage(command, params, in_process=True, d=d, k=k)
+    stage(BLEND, params, in_process=True, d=d)
     stage(SUBMIT, params, in_process=True, d=d)
     submission, stats = replay.replay(kaggle_sample, d)
     expected = pl.read_csv(d / "submission/submission.csv")
@@ -117,6 +120,14 @@ def test_real_sample_served_by_a_model_trained_up_to_it(kaggle_sample, tmp_path)
     values = submission.drop("date_id").to_numpy()
     assert np.isfinite(values).all() and (values.std(axis=1) > 0).all()
     assert stats["scored_days"] > 0
+
+    import spreadcast.serve.server as server_module
+    monkeypatch.setattr(server_module, "_SERVER", None)            # a fresh process: nothing loaded yet
+    monkeypatch.setenv(server_module.ARTIFACTS_ENV, str(d))
+    served, seconds = gateway.serve(server_module.predict, kaggle_sample)
+    assert served.height == 134 and len(seconds) == 134
+    assert server_module._SERVER.fallbacks == 0
+    np.testing.assert_allclose(served.to_numpy(), expected.to_numpy(), atol=1e-6)
 
 
 def test_bundle_installs_and_replays_without_the_repository(tiny_project, tmp_path):
@@ -236,7 +247,7 @@ def test_thousands_of_malformed_days_never_raise(tiny_project, caplog):
     gc.unfreeze()
     assert 0 < server.fallbacks < FUZZ_DAYS
     # the damage left the state usable: a clean next day is forecast by the model
-    d = int(server.dates[-1]) + 1
+    d = int(server.tail.dates[-1]) + 1
     before = server.fallbacks
     day = test.head(1).with_columns(pl.lit(d).alias("date_id"))
     server.predict(day, *[b.head(1).with_columns(pl.lit(d).alias("date_id")) for b in lagged])
@@ -258,16 +269,25 @@ def test_served_labels_are_exactly_the_published_ones(tiny_project):
                         .drop_nulls("value").with_columns(pl.lit(k, dtype=pl.Int64).alias("lag")))
     last_served = pl.read_csv(dataset / "test.csv", columns=["date_id"])["date_id"].max()
     expected = pl.concat(expected).filter(pl.col("date_id") <= last_served).sort("date_id", "target")
-    held = server.revealed.sort("date_id", "target").select(expected.columns)
+    tail = server.tail
+    rows, cols = np.nonzero(np.isfinite(tail.published))
+    held = pl.DataFrame({"date_id": tail.dates[rows], "target": np.asarray(server.target_names)[cols],
+                         "value": tail.published[rows, cols]}).sort("date_id", "target")
     assert held.height == expected.height > 0
-    assert held.equals(expected)
+    assert held.equals(expected.select(held.columns))
 
-    day = int(server.dates[-1])
+    day = int(server.tail.dates[-1])
     lag1 = [t.name for t in server.targets if t.lag == 1]
     early = pl.DataFrame({"date_id": [day], "label_date_id": [day - 1], **{n: [0.5] for n in lag1}})
     on_time = early.with_columns(pl.lit(day - 2).alias("label_date_id"))
-    assert server._add_labels(early, 1).height == 0
-    assert server._add_labels(on_time, 1).height == len(lag1)
+    published = np.full(len(server.targets), np.nan)
+    server._labels_of(early, 1, day, published)
+    assert np.isnan(published).all()
+    server._labels_of(on_time, 1, day, published)
+    assert np.isfinite(published).sum() == len(lag1)
+    other = np.full(len(server.targets), np.nan)
+    server._labels_of(on_time, 1, day + 1, other)
+    assert np.isnan(other).all()
 
 
 def test_refit_models_are_the_ones_served(tiny_project, tmp_path):
@@ -288,7 +308,8 @@ def test_refit_models_are_the_ones_served(tiny_project, tmp_path):
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     out = subprocess.run([sys.executable, str(ROOT / "stages/submit.py"), "--params", "params.yaml",
                           "--data", "artifacts/data", "--tensors", "artifacts/tensors",
-                          "--models", "artifacts/finetune", "--oracle", "artifacts/synthetic/oracle",
+                          "--models", "artifacts/finetune", "--blend", "artifacts/blend",
+                          "--oracle", "artifacts/synthetic/oracle",
                           "--out", "artifacts/submission", "--metrics", "artifacts/metrics/submit.json",
                           "--train", "artifacts/train", "--work", "artifacts/.work/refit"],
                          cwd=tmp_path, capture_output=True, text=True)
@@ -308,10 +329,30 @@ def test_history_cut_to_the_tail_still_equals_the_submission(tiny_project, monke
 
     monkeypatch.setattr(server_module, "TAIL_DAYS", 100)      # the tiny market has 260 train days
     server = Server(tiny_project / "artifacts")
-    assert server.dates.size == 100
+    assert server.tail.dates.size == 100
     submission, stats = replay.replay(tiny_project / "artifacts/synthetic/dataset", tiny_project / "artifacts",
                                       server=server)
-    assert server.dates.size == 100                            # the window slides, it does not grow
+    assert server.tail.dates.size == 100                       # the window slides, it does not grow
     expected = pl.read_csv(tiny_project / "artifacts/submission/submission.csv")
     assert stats["fallbacks"] == 0
     np.testing.assert_allclose(submission.to_numpy(), expected.to_numpy(), atol=1e-6)
+
+
+@pytest.mark.parametrize("defect", ["raises", "two_rows", "date_id", "missing_column", "too_slow"])
+def test_the_gateway_emulation_refuses_what_the_competition_refuses(kaggle_sample, defect):
+    """Control for the gateway emulation: each breach of the contract fails the run."""
+    def predict(test, *batches):
+        if defect == "raises":
+            raise ValueError("boom")
+        columns = [c for b in batches for c in b.columns if c not in ("date_id", "label_date_id")]
+        reply = pl.DataFrame({c: [float(i)] for i, c in enumerate(columns)})
+        if defect == "two_rows":
+            return pl.concat([reply, reply])
+        if defect == "date_id":
+            return reply.with_columns(pl.lit(1).alias("date_id"))
+        if defect == "missing_column":
+            return reply.drop(columns[-1])
+        return reply
+
+    with pytest.raises(gateway.GatewayError):
+        gateway.serve(predict, kaggle_sample, reply_limit_s=-1.0 if defect == "too_slow" else 300.0)

@@ -7,7 +7,7 @@ import torch
 
 from spreadcast.config import TrainConfig
 from spreadcast.errors import CollapseError
-from spreadcast.features.windows import Windows
+from spreadcast.features.windows import HeadData, Windows
 from spreadcast.model.net import ModelConfig, SpreadTransformer
 from spreadcast.training import loop
 
@@ -23,7 +23,7 @@ def make_data(seed=0, days=160, features=6, targets=5, history=6):
     y[rng.random(y.shape) < 0.1] = np.nan
     windows = Windows(torch.from_numpy(x), torch.zeros(days, features), torch.from_numpy(y), history)
     rows = np.arange(history - 1, days)
-    return loop.HeadData(windows=windows, train_rows=rows[:100], val_rows=rows[110:],
+    return HeadData(windows=windows, train_rows=rows[:100], val_rows=rows[110:],
                          target_scale=torch.ones(targets), raw_labels=y.astype(np.float64))
 
 

@@ -339,10 +339,19 @@ class FinetuneConfig:
 @dataclass
 class EvaluateConfig:
     rolling_window: int = 20
-    ridge_alpha: float = 10.0
 
     def validate(self, s: str) -> None:
         _require(self.rolling_window >= 2, f"{s}.rolling_window", "must be at least 2")
+
+
+@dataclass
+class BlendConfig:
+    enabled: bool = True       # false: the transformer alone is served
+    max_weight: float = 0.3    # bound of each component's weight (centred-rank units per unit spread)
+    ridge_alpha: float = 10.0  # the ridge component's penalty
+
+    def validate(self, s: str) -> None:
+        _require(self.max_weight > 0.0, f"{s}.max_weight", "must be positive")
         _require(self.ridge_alpha > 0.0, f"{s}.ridge_alpha", "must be positive")
 
 
@@ -365,6 +374,7 @@ SECTIONS: dict[str, type] = {
     "train": TrainConfig,
     "prune": PruneConfig,
     "finetune": FinetuneConfig,
+    "blend": BlendConfig,
     "evaluate": EvaluateConfig,
     "submit": SubmitConfig,
 }

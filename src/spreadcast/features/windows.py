@@ -52,6 +52,15 @@ class Windows:
 
 
 @dataclass
+class HeadData:
+    windows: Windows
+    train_rows: np.ndarray
+    val_rows: np.ndarray
+    target_scale: torch.Tensor      # (T,) raw label = standardised label * scale
+    raw_labels: np.ndarray          # (dates x T) raw labels, NaN = missing
+
+
+@dataclass
 class Tensors:
     """The exported tensors of the `windows` stage, as loaded for training and inference."""
 
@@ -115,3 +124,19 @@ def load(folder) -> Tensors:
         target_scale=np.asarray(meta["target_scale"]),
         history=int(meta["history"]),
     )
+
+
+def head_data(tensors, lag: int, feature_names: list[str] | None = None) -> HeadData:
+    """The training data of one lag head, optionally restricted to some features (by name)."""
+    cols = tensors.head(lag)
+    feature_idx = None
+    if feature_names is not None:
+        index = {f: i for i, f in enumerate(tensors.feature_names)}
+        missing = [f for f in feature_names if f not in index]
+        if missing:
+            raise KeyError(f"feature {missing[0]!r} is not in the exported tensors")
+        feature_idx = torch.tensor([index[f] for f in feature_names])
+    return HeadData(windows=tensors.windows(cols, feature_idx),
+                    train_rows=tensors.splits.train, val_rows=tensors.splits.val,
+                    target_scale=torch.as_tensor(tensors.target_scale[cols], dtype=torch.float32),
+                    raw_labels=tensors.raw_labels[:, cols])

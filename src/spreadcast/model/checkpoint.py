@@ -4,31 +4,44 @@ A checkpoint is two files: `<name>.pt`, tensors and plain values saved by `torch
 back with `torch.load(weights_only=True)`, and `<name>.json`, its metadata: model config,
 ordered feature and target registries, params hash, data fingerprint and the SHA-256 of the
 `.pt` file, checked before loading so a truncated or altered file is refused.
+
+The pair is replaced crash-consistently: the new metadata is first written to
+`<name>.json.next`, then the weights are renamed into place, then the metadata. A process killed
+between the two renames leaves new weights whose hash `<name>.json.next` names; `load` finishes
+that rename instead of refusing a checkpoint that is whole.
 """
 from __future__ import annotations
 
 import io
 import json
+import os
 import sys
 from pathlib import Path
 
 import torch
 
 from spreadcast.errors import CheckpointError
-from spreadcast.io import atomic_path, read_json, sha256_file, write_json
+from spreadcast.io import atomic_path, read_json, sha256_bytes, sha256_file, write_json
 from spreadcast.model.net import ModelConfig, SpreadTransformer
 
 
 def save(path: str | Path, state: dict, meta: dict) -> None:
-    """Write `<path>.pt` then `<path>.json` (the metadata file names the weights' hash)."""
+    """Write `<path>.pt` and `<path>.json` (the metadata file names the weights' hash)."""
     path = Path(path)
     weights = path.with_suffix(".pt")
     weights.parent.mkdir(parents=True, exist_ok=True)
     buffer = io.BytesIO()        # saved through a buffer, the archive's inner folder has a fixed name
     torch.save(_canonical(state), buffer)
+    data = buffer.getvalue()
+    pending = _pending(path)
+    write_json(pending, {**meta, "sha256": sha256_bytes(data)})
     with atomic_path(weights) as tmp:
-        tmp.write_bytes(buffer.getvalue())
-    write_json(path.with_suffix(".json"), {**meta, "sha256": sha256_file(weights)})
+        tmp.write_bytes(data)
+    os.replace(pending, path.with_suffix(".json"))
+
+
+def _pending(path: Path) -> Path:
+    return path.with_suffix(".json.next")
 
 
 def _canonical(obj):
@@ -53,14 +66,16 @@ def load(path: str | Path) -> tuple[dict, dict]:
     """Verify and load a checkpoint; returns (state, meta)."""
     path = Path(path)
     weights, meta_path = path.with_suffix(".pt"), path.with_suffix(".json")
-    for p in (weights, meta_path):
-        if not p.is_file():
-            raise CheckpointError(f"{p}: checkpoint file not found")
+    if not weights.is_file():
+        raise CheckpointError(f"{weights}: checkpoint file not found")
+    digest = sha256_file(weights)
+    _finish_interrupted_save(path, digest)
+    if not meta_path.is_file():
+        raise CheckpointError(f"{meta_path}: checkpoint file not found")
     try:
         meta = read_json(meta_path)
     except ValueError as exc:
         raise CheckpointError(f"{meta_path}: unreadable checkpoint metadata ({exc})") from None
-    digest = sha256_file(weights)
     if meta.get("sha256") != digest:
         raise CheckpointError(f"{weights}: content hash {digest[:12]} does not match its metadata "
                               f"({str(meta.get('sha256'))[:12]}); file truncated or altered")
@@ -69,6 +84,21 @@ def load(path: str | Path) -> tuple[dict, dict]:
     except Exception as exc:  # torch raises several types for corrupt archives
         raise CheckpointError(f"{weights}: cannot be loaded safely ({str(exc).splitlines()[0]})") from None
     return state, meta
+
+
+def _finish_interrupted_save(path: Path, digest: str) -> None:
+    """Promote `<name>.json.next` when it names the weights on disk (a save killed between renames)."""
+    pending = _pending(path)
+    if not pending.is_file():
+        return
+    try:
+        names_these_weights = read_json(pending).get("sha256") == digest
+    except ValueError:                      # killed while writing it: the old pair is still whole
+        names_these_weights = False
+    if names_these_weights:
+        os.replace(pending, path.with_suffix(".json"))
+    else:
+        pending.unlink(missing_ok=True)
 
 
 def build_model(meta: dict) -> SpreadTransformer:

@@ -97,12 +97,16 @@ class Attention(nn.Module):
         self.out = nn.Linear(d_model, d_model)
         self.dropout = dropout
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, last_only: bool = False) -> torch.Tensor:
+        """(B, L, C) -> (B, L, C), or (B, 1, C) for the last position alone with `last_only`."""
         B, L, C = x.shape
         q, k, v = self.qkv(x).view(B, L, 3, self.n_heads, C // self.n_heads).permute(2, 0, 3, 1, 4)
+        dropout = self.dropout if self.training else 0.0
+        if last_only:       # the last query sees every position: no mask (a causal one would align top-left)
+            y = F.scaled_dot_product_attention(q[:, :, -1:], k, v, dropout_p=dropout)
+            return self.out(y.transpose(1, 2).reshape(B, 1, C))
         # causal: position i sees only positions <= i, so the last step summarises the window
-        y = F.scaled_dot_product_attention(q, k, v, is_causal=True,
-                                           dropout_p=self.dropout if self.training else 0.0)
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=dropout)
         return self.out(y.transpose(1, 2).reshape(B, L, C))     # (B, L, C)
 
 
@@ -116,8 +120,10 @@ class Block(nn.Module):
                                  nn.Linear(ff_mult * d_model, d_model), nn.Dropout(dropout))
         self.drop = nn.Dropout(dropout)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.drop(self.attn(self.norm1(x))) + x
+    def forward(self, x: torch.Tensor, last_only: bool = False) -> torch.Tensor:
+        """`last_only`: compute the last position alone (B, 1, C), all the head reads of the
+        final block; the keys and values still come from every position."""
+        x = self.drop(self.attn(self.norm1(x), last_only)) + (x[:, -1:] if last_only else x)
         x = self.mlp(self.norm2(x)) + x
         return x
 
@@ -147,17 +153,21 @@ class SpreadTransformer(nn.Module):
         return self.norm(self._blocks(x, missing)[:, -1])                 # (B, C)
 
     def _blocks(self, x: torch.Tensor, missing: torch.Tensor) -> torch.Tensor:
+        """The encoder's output at the last position, (B, 1, C): the final block computes that
+        position alone, the only one read downstream (causal attention: no earlier position
+        depends on it)."""
         L = x.shape[1]
         h = self.input(torch.cat([self.gate(x), missing], dim=-1))        # (B, L, C)
         h = h + self.time_proj(self.time2vec(self.steps[-L:]))
         if self.position is not None:
             h = h + self.position[-L:]
-        for block in self.blocks:
+        for i, block in enumerate(self.blocks):
+            last_only = i == len(self.blocks) - 1
             if self.cfg.grad_checkpoint and self.training:
-                h = checkpoint(block, h, use_reentrant=False)
+                h = checkpoint(block, h, last_only, use_reentrant=False)
             else:
-                h = block(h)
-        return h                                                           # (B, L, C)
+                h = block(h, last_only)
+        return h                                                           # (B, 1, C)
 
     def activations(self, x: torch.Tensor, missing: torch.Tensor) -> dict[str, torch.Tensor]:
         """Encoder output, head input and head output, for diagnostics."""

@@ -1,4 +1,8 @@
-"""Inference with the trained lag heads: the path shared by evaluation, submission and serving.
+"""Inference with the trained lag heads: the one path from windows to a submitted row.
+
+`forecast` turns windows of model inputs (the scaled features in the exported tensors' order)
+into every target's forecast; `evaluate`, `submit`, the replay and `predict()` all call it, the
+first two through `predict_rows` over the exported tensors, serving on its one window a day.
 
 The metric ranks the targets of all lags together each day, and longer lags move more. Each
 head predicts its targets in units of the target's training-fold RMS (the standardised scale),
@@ -8,16 +12,18 @@ for the oracle's exact expectations (tests/test_metric.py).
 """
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from spreadcast.evaluation.blend import Blend
 from spreadcast.features.windows import Tensors
+from spreadcast.io import load_array, read_json
 from spreadcast.model import checkpoint
 from spreadcast.model.net import SpreadTransformer
-from spreadcast.training.loop import head_data, predict
 
 
 @dataclass
@@ -50,17 +56,114 @@ def served_folder(artifacts: str | Path, lag: int) -> Path:
     return refit if (refit / "model.pt").is_file() else Path(artifacts) / "finetune" / f"lag{lag}"
 
 
-@torch.no_grad()
-def predict_rows(heads: list[Head], tensors: Tensors, rows: np.ndarray, batch_size: int = 256) -> np.ndarray:
-    """Predictions (rows x all targets, registry order) on the standardised scale."""
-    out = np.full((len(rows), len(tensors.target_names)), np.nan)
+@dataclass
+class BlendParts:
+    """What the blend needs beside the heads: its weights, the ridge and the prior's start."""
+
+    blend: Blend
+    target_lags: np.ndarray        # (T,) lag of each target, registry order
+    ridge_weights: np.ndarray      # (F x T) on the model inputs
+    ridge_intercept: np.ndarray    # (T,)
+    prior_sum: np.ndarray          # (T,) sum of daily ranks of the label rows up to prior_upto
+    prior_count: np.ndarray        # (T,)
+    prior_upto: int                # last label date in the sums
+    delay: int                     # a label row enters the prior this many days after its date
+
+
+def load_blend(folder: str | Path, ridge: str = "all") -> BlendParts | None:
+    """The blend stage's output (`ridge`: "train" for evaluation, "all" for submission and
+    serving), or None where the blend is off."""
+    folder = Path(folder)
+    meta = read_json(folder / "blend.json")
+    if not meta["enabled"]:
+        return None
+    return BlendParts(blend=Blend.from_dict(meta["blend"]), target_lags=np.asarray(meta["target_lags"]),
+                      ridge_weights=load_array(folder / f"ridge_{ridge}_weights.npy"),
+                      ridge_intercept=load_array(folder / f"ridge_{ridge}_intercept.npy"),
+                      prior_sum=load_array(folder / "prior_sum.npy"), prior_count=load_array(folder / "prior_count.npy"),
+                      prior_upto=int(meta["prior"]["upto"]), delay=int(meta["prior"]["delay"]))
+
+
+class Forecaster:
+    """Every lag head over one set of model inputs, and the blend; forecasts in `targets` order.
+
+    `features` names the columns of the inputs it is given (the scaler's and exported tensors'
+    order); each head reads its own features by name, and writes its own targets. With `blend`,
+    the forecast is the blend of the heads' forecasts, the ridge on the window's last day and
+    the prior given with each call (see `evaluation.blend`).
+    """
+
+    def __init__(self, heads: list[Head], features: list[str], targets: list[str],
+                 blend: BlendParts | None = None):
+        self.blend = blend
+        index = {f: i for i, f in enumerate(features)}
+        position = {t: j for j, t in enumerate(targets)}
+        self.heads, self.targets = heads, list(targets)
+        self.columns, self.outputs = [], []
+        for head in heads:
+            missing = [f for f in head.features if f not in index]
+            if missing:
+                raise checkpoint.CheckpointError(f"lag {head.lag} model reads feature {missing[0]!r}, "
+                                                 f"which the model inputs do not have")
+            unknown = [t for t in head.targets if t not in position]
+            if unknown:
+                raise checkpoint.CheckpointError(f"lag {head.lag} model forecasts target {unknown[0]!r}, "
+                                                 f"which is not in the registry")
+            self.columns.append(torch.tensor([index[f] for f in head.features]))
+            self.outputs.append(np.array([position[t] for t in head.targets]))
+
+        self.modules: list[torch.nn.Module] = [head.model for head in heads]
+
+    @torch.no_grad()
+    def __call__(self, x: torch.Tensor, m: torch.Tensor, prior: np.ndarray | None = None) -> np.ndarray:
+        """Forecasts (B x targets) for windows x, m (B x L x features) and, with a blend, the
+        prior (B x targets) known on each window's last day."""
+        out = np.full((x.shape[0], len(self.targets)), np.nan)
+        for module, cols, outputs in zip(self.modules, self.columns, self.outputs):
+            forecast, _ = module(x[:, :, cols], m[:, :, cols])
+            out[:, outputs] = forecast.float().numpy()
+        if self.blend is None:
+            return out
+        ridge = x[:, -1].double().numpy() @ self.blend.ridge_weights + self.blend.ridge_intercept
+        return self.blend.blend.combine({"transformer": out, "ridge": ridge, "prior": prior},
+                                        self.blend.target_lags)
+
+    @torch.no_grad()
+    def freeze_for(self, x: torch.Tensor, m: torch.Tensor) -> bool:
+        """Trace and freeze every head for inputs shaped like x, m (serving: one window a day).
+
+        The traced graph computes the same function with fewer dispatches (about half the time of
+        a day's forecast on CPU); it is checked against the eager model on (x, m) and kept only if
+        it agrees to 1e-5. Returns whether every head was frozen."""
+        frozen = []
+        for head, cols in zip(self.heads, self.columns):
+            xi, mi = x[:, :, cols], m[:, :, cols]
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    traced = torch.jit.optimize_for_inference(
+                        torch.jit.freeze(torch.jit.trace(head.model, (xi, mi), check_trace=False)))
+                    agree = torch.allclose(traced(xi, mi)[0], head.model(xi, mi)[0], rtol=1e-5, atol=1e-5)
+            except Exception:      # tracing is an optimisation: the eager model always works
+                agree = False
+            frozen.append(traced if agree else head.model)
+        self.modules = frozen
+        return all(f is not h.model for f, h in zip(frozen, self.heads))
+
+
+def predict_rows(heads: list[Head], tensors: Tensors, rows: np.ndarray, batch_size: int = 256,
+                 blend: BlendParts | None = None, prior: np.ndarray | None = None) -> np.ndarray:
+    """Forecasts (rows x all targets, registry order): the heads' (standardised scale), or
+    their blend with `prior` (rows x targets) given."""
     for head in heads:
-        cols = tensors.head(head.lag)
-        expected = [tensors.target_names[j] for j in cols]
+        expected = [tensors.target_names[j] for j in tensors.head(head.lag)]
         if head.targets != expected:
             raise checkpoint.CheckpointError(
                 f"lag {head.lag} model targets differ from the exported tensors' lag-{head.lag} targets")
-        data = head_data(tensors, head.lag, head.features)
-        forecast = predict(head.model, data.windows, rows, batch_size)
-        out[:, cols] = forecast
-    return out
+    forecaster = Forecaster(heads, tensors.feature_names, tensors.target_names, blend)
+    windows = tensors.windows(np.arange(len(tensors.target_names)))
+    out = [np.empty((0, len(tensors.target_names)))]
+    for start in range(0, len(rows), batch_size):
+        x, m, _ = windows.batch(rows[start:start + batch_size])
+        out.append(forecaster(x, m, None if prior is None else prior[start:start + batch_size]))
+    return np.concatenate(out)

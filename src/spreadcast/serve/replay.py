@@ -28,11 +28,11 @@ def replay(dataset: Path, artifacts: Path, server: Server | None = None) -> tupl
     start = time.perf_counter()
     server = server or Server(artifacts)
     cold = time.perf_counter() - start
-    test = pl.read_csv(dataset / "test.csv", infer_schema_length=0)
+    test = pl.read_csv(dataset / "test.csv", infer_schema_length=None)      # typed, as the gateway sends
     lagged = {}
     for lag in server.lags:
         path = dataset / "lagged_test_labels" / f"test_labels_lag_{lag}.csv"
-        lagged[lag] = pl.read_csv(path, infer_schema_length=0).with_columns(pl.col(DATE).cast(pl.Int64))
+        lagged[lag] = pl.read_csv(path, infer_schema_length=None).with_columns(pl.col(DATE).cast(pl.Int64))
     dates = test[DATE].cast(pl.Int64).unique(maintain_order=True).to_list()
     rows, latency = [], []
     for d in dates:
@@ -58,7 +58,7 @@ def _score(submission: pl.DataFrame, test: pl.DataFrame, lagged: dict[int, pl.Da
         labels = frame.drop(DATE).with_columns(pl.col(LABEL_DATE).cast(pl.Int64).alias(DATE)).drop(LABEL_DATE)
         labels = labels.with_columns(pl.exclude(DATE).cast(pl.Float64, strict=False))
         truth = labels if truth is None else truth.join(labels, on=DATE, how="full", coalesce=True)
-    scored = test.filter(pl.col(SCORED).str.to_lowercase() == "true")[DATE].cast(pl.Int64)
+    scored = test.filter(pl.col(SCORED).cast(pl.String).str.to_lowercase() == "true")[DATE].cast(pl.Int64)
     names = [c for c in submission.columns if c != DATE]
     joined = submission.filter(pl.col(DATE).is_in(scored.implode())).join(truth, on=DATE, how="inner", suffix="_y")
     if joined.height == 0:

@@ -1,14 +1,18 @@
 """The competition's `predict()` interface: stateful, one date_id per call, never raising.
 
 The competition calls `predict(test, label_lags_1_batch, ..., label_lags_4_batch)` once per
-date_id, in date order. `Server` keeps every test row it has seen and every label revealed so
-far, builds features exactly as the pipeline does (same engineering, same persisted scaling
-statistics, revealed labels only from their publication day) on a trailing slice of history,
-runs every lag head, and returns one row with the batches' target columns in their order.
+date_id, in date order. `Server` keeps running state: the engineered features of each new day
+come from `OnlineFeatures` (the last observations of every series the models read, equal to the
+pipeline's batch features), the model inputs of the last `windows.history` days sit in a ring,
+and one call costs the same whatever the length of the history. Labels count only from their
+publication day. The forecast is `predictor.Forecaster`'s, as in evaluation and submission; the
+reply is one row with the batches' target columns in their order.
 
-A bad day (missing or extra columns, empty or all-null rows, wrong dtypes, repeated or skipped
-dates) never raises: what can be used is used, anything else falls back to the last good
-forecast or, failing that, a baseline, and the event is logged.
+A repeated day replaces the last one (its state is restored first); a day earlier than the last
+rebuilds the state from the trailing `TAIL_DAYS` of history kept for that purpose. A bad day
+(missing or extra columns, empty or all-null rows, wrong dtypes, repeated or skipped dates)
+never raises: what can be used is used, anything else falls back to the last good forecast or,
+failing that, a baseline, and the event is logged.
 """
 from __future__ import annotations
 
@@ -23,10 +27,11 @@ import torch
 from spreadcast.config import FeaturesConfig
 from spreadcast.data.layout import DATE, LABEL_DATE
 from spreadcast.data.targets import Target, is_revealed
-from spreadcast.features.engineer import engineer, family
+from spreadcast.features.online import OnlineFeatures, revealed_row
 from spreadcast.features.scaling import Scaler
 from spreadcast.io import read_json
-from spreadcast.serve.predictor import load_head, served_folder
+from spreadcast.evaluation.blend import daily_ranks
+from spreadcast.serve.predictor import Forecaster, load_blend, load_head, served_folder
 
 log = logging.getLogger("spreadcast.serve")
 ARTIFACTS_ENV = "SPREADCAST_ARTIFACTS"
@@ -54,22 +59,87 @@ def _to_float(value) -> float:
     return out if np.isfinite(out) else np.nan
 
 
+_POSITIONS: dict = {}
+
+
+def _positions(names: list[str], columns: list[str]) -> tuple[list[int], list[int]]:
+    """Where the wanted columns sit in a frame's columns (cached: the gateway sends the same
+    layout every day)."""
+    key = (tuple(names), tuple(columns))
+    found = _POSITIONS.get(key)
+    if found is None:
+        position = {c: i for i, c in enumerate(names)}
+        at = [(j, position[c]) for j, c in enumerate(columns) if c in position]
+        found = ([j for j, _ in at], [i for _, i in at])
+        if len(_POSITIONS) > 64:
+            _POSITIONS.clear()
+        _POSITIONS[key] = found
+    return found
+
+
 def _numeric(frame: pl.DataFrame, columns: list[str]) -> np.ndarray:
-    """The named columns as float64 (rows x columns); absent, non-numeric or non-finite cells NaN."""
-    if frame.height <= 4:                     # a served day: plain Python beats building expressions
-        position = {c: i for i, c in enumerate(frame.columns)}
-        at = [position.get(c) for c in columns]
-        return np.array([[np.nan if i is None else _to_float(row[i]) for i in at] for row in frame.iter_rows()],
-                        dtype=np.float64).reshape(frame.height, len(columns))
-    have = set(frame.columns)
-    present = [c for c in columns if c in have]
+    """The named columns as float64 (rows x columns); absent, non-numeric or non-finite cells NaN.
+
+    A served day (a few rows) is read through Python values, in one array call when every cell
+    is a number or null and cell by cell otherwise; a larger frame through polars casts.
+    """
     out = np.full((frame.height, len(columns)), np.nan)
-    if present and frame.height:
-        values = frame.select([pl.col(c).cast(pl.Float64, strict=False) for c in present]).to_numpy()
-        values = np.asarray(values, dtype=np.float64)
-        index = {c: i for i, c in enumerate(columns)}
-        out[:, [index[c] for c in present]] = np.where(np.isfinite(values), values, np.nan)
+    if not frame.height:
+        return out
+    to, source = _positions(frame.columns, columns)
+    if not to:
+        return out
+    if frame.height <= 4:
+        for r, row in enumerate(frame.rows()):
+            cells = [row[i] for i in source]
+            try:
+                out[r, to] = np.array(cells, dtype=np.float64)          # None -> NaN
+            except (TypeError, ValueError):
+                out[r, to] = [_to_float(v) for v in cells]
+    else:
+        block = frame.select([pl.col(columns[j]).cast(pl.Float64, strict=False) for j in to]).to_numpy()
+        out[:, to] = np.asarray(block, dtype=np.float64)
+    out[~np.isfinite(out)] = np.nan
     return out
+
+
+class _Tail:
+    """The last days served (prices and labels published on each), kept to rebuild the state;
+    appending is amortised constant time."""
+
+    def __init__(self, dates: np.ndarray, n_columns: int, n_targets: int):
+        self._dates = np.zeros(2 * TAIL_DAYS, dtype=np.int64)
+        self._values = np.full((2 * TAIL_DAYS, n_columns), np.nan)
+        self._published = np.full((2 * TAIL_DAYS, n_targets), np.nan)
+        self.start, self.end = 0, len(dates)
+        self._dates[:len(dates)] = dates
+
+    @property
+    def dates(self) -> np.ndarray:
+        return self._dates[self.start:self.end]
+
+    @property
+    def values(self) -> np.ndarray:
+        return self._values[self.start:self.end]
+
+    @property
+    def published(self) -> np.ndarray:
+        return self._published[self.start:self.end]
+
+    def append(self, date_id: int, values: np.ndarray | None = None, published: np.ndarray | None = None) -> None:
+        if self.end == len(self._dates):                # full: move the last TAIL_DAYS - 1 days to the front
+            keep = slice(self.end - (TAIL_DAYS - 1), self.end)
+            n = TAIL_DAYS - 1
+            for array in (self._dates, self._values, self._published):
+                array[:n] = array[keep]
+            self._values[n:] = np.nan
+            self._published[n:] = np.nan
+            self.start, self.end = 0, n
+        self._dates[self.end] = date_id
+        self._values[self.end] = np.nan if values is None else values
+        self._published[self.end] = np.nan if published is None else published
+        self.end += 1
+        self.start = max(self.start, self.end - TAIL_DAYS)
 
 
 class Server:
@@ -86,32 +156,87 @@ class Server:
         self.engineering = FeaturesConfig(**features["engineering"])
         self.kinds: dict[str, str] = features["kinds"]
         self.scaler = Scaler.from_dict(read_json(root / "scaling" / "scaling.json"))
-        tensors_meta = read_json(root / "tensors" / "meta.json")
-        self.history = int(tensors_meta["history"])
-        self.heads = [load_head(served_folder(root, lag), lag) for lag in self.lags]
-        feature_index = {f: i for i, f in enumerate(self.scaler.features)}
-        self.head_columns = [[feature_index[f] for f in head.features] for head in self.heads]
-        # the price columns the models' features are made from (own families and spread legs)
-        sources = {family(f) for f in self.scaler.features}
-        legs = {c for t in self.targets if t.b is not None and f"spread[{t.a}|{t.b}]" in sources for c in t.columns}
-        self.needed = [(j, c) for j, c in enumerate(self.columns) if c in sources or c in legs]
+        self.history = int(read_json(root / "tensors" / "meta.json")["history"])
+        heads = [load_head(served_folder(root, lag), lag) for lag in self.lags]
+        self.blend = load_blend(root / "blend", ridge="all") if (root / "blend" / "blend.json").is_file() else None
+        self.forecaster = Forecaster(heads, self.scaler.features, self.target_names, self.blend)
+        self.targets_of_lag = {lag: [j for j, t in enumerate(self.targets) if t.lag == lag] for lag in self.lags}
+        # labels of the training files, by date, for the revealed-label features
+        labels = pl.read_parquet(root / "data" / "labels.parquet")
+        self.train_labels = dict(zip(labels[DATE].to_list(),
+                                     labels.select(self.target_names).to_numpy().astype(np.float64)))
+        # label rows not yet in the prior, by label date: the training labels, then the batches'
+        upto = self.blend.prior_upto if self.blend is not None else max(self.train_labels, default=0)
+        self.label_rows = {d: row.copy() for d, row in self.train_labels.items() if d > upto}
         # history known before the first served day: the training file's days only
         last_train = registry["train_dates"][1]
         prices = pl.read_parquet(root / "data" / "prices.parquet").filter(pl.col(DATE) <= last_train).tail(TAIL_DAYS)
-        self.dates = prices[DATE].to_numpy().astype(np.int64)
-        self.values = prices.select(self.columns).to_numpy().astype(np.float64)
-        labels = pl.read_parquet(root / "data" / "labels.parquet")
-        labels = labels.filter(pl.col(DATE) >= int(self.dates[0]) - 10)
-        self.label_dates = labels[DATE].to_numpy().astype(np.int64)
-        self.label_values = labels.select(self.target_names).to_numpy().astype(np.float64)
-        self.revealed = pl.read_parquet(root / "data" / "revealed.parquet").head(0)
-        self.last_good: dict[str, float] | None = None
+        dates = prices[DATE].to_numpy().astype(np.int64)
+        axis = np.arange(max(int(dates[0]), int(dates[-1]) - TAIL_DAYS + 1), int(dates[-1]) + 1)
+        self.tail = _Tail(axis, len(self.columns), len(self.targets))
+        kept = dates >= axis[0]
+        self.tail.values[np.searchsorted(axis, dates[kept])] = prices.select(self.columns).to_numpy()[kept]
+        self.latest_label = np.full(len(self.targets), np.nan)
+        self.last_good: np.ndarray | None = None
+        self.position = {n: j for j, n in enumerate(self.target_names)}
         self.calls = 0
         self.fallbacks = 0
+        self._rebuild()
+        self.frozen = self.forecaster.freeze_for(torch.from_numpy(self.inputs)[None],
+                                                 torch.from_numpy(self.missing)[None])
 
     # -- state -------------------------------------------------------------------------------
-    def _add_day(self, test: pl.DataFrame, date_id: int) -> None:
-        """Append (or replace) the day's prices; unknown, missing or malformed cells become null."""
+    def _prior_reset(self) -> None:
+        if self.blend is not None:
+            self.prior = (self.blend.prior_sum.copy(), self.blend.prior_count.copy(), self.blend.prior_upto)
+
+    def _prior_advance(self, date_id: int) -> None:
+        """Add to the prior every label row complete by `date_id` (all its lags published)."""
+        if self.blend is None:
+            return
+        total, count, upto = self.prior
+        while upto < date_id - self.blend.delay:
+            upto += 1
+            row = self.label_rows.get(upto)
+            if row is not None:
+                ranks = daily_ranks(row[None])[0]
+                have = np.isfinite(ranks)
+                total[have] += ranks[have]
+                count[have] += 1
+        self.prior = (total, count, upto)
+
+    def _prior_now(self) -> np.ndarray | None:
+        if self.blend is None:
+            return None
+        total, count, _ = self.prior
+        return np.where(count > 0, total / np.maximum(count, 1), 0.5)
+
+    def _rebuild(self) -> None:
+        """Running state from the kept tail of history, day by day (start-up, out-of-order days)."""
+        self._prior_reset()
+        self.online = OnlineFeatures(self.scaler.features, self.columns, self.kinds, self.targets, self.engineering)
+        self.inputs = np.zeros((self.history, len(self.scaler.features)), dtype=np.float32)
+        self.missing = np.ones((self.history, len(self.scaler.features)), dtype=np.float32)
+        self.before_last = None
+        first = max(0, len(self.tail.dates) - self.history)      # days before the window: no features needed
+        self.online.warm(self.tail.values[:first])
+        for i in range(first, len(self.tail.dates)):
+            self._step(int(self.tail.dates[i]), self.tail.values[i], self.tail.published[i], keep=False)
+
+    def _step(self, date_id: int, prices: np.ndarray, published: np.ndarray, keep: bool = True) -> None:
+        """Advance the features and the input ring by one day."""
+        if keep:
+            prior = None if self.blend is None else tuple(np.copy(v) for v in self.prior)
+            self.before_last = (self.online.copy_state(), self.inputs.copy(), self.missing.copy(), prior)
+        self._prior_advance(date_id)
+        labels = revealed_row(date_id, self.targets, self.train_labels.get, published)
+        row = self.online.step(prices, labels)
+        scaled, gap = self.scaler.model_inputs(row[None])
+        self.inputs[:-1], self.missing[:-1] = self.inputs[1:], self.missing[1:]
+        self.inputs[-1], self.missing[-1] = scaled[0], gap[0]
+
+    def _prices_of(self, test: pl.DataFrame, date_id: int) -> np.ndarray:
+        """The day's prices in registry order; unknown, missing or malformed cells NaN."""
         rows = test
         if DATE in test.columns and test.height > 1:
             rows = test.filter(pl.col(DATE).cast(pl.Int64, strict=False) == date_id)
@@ -120,70 +245,62 @@ class Server:
         latest = np.full(len(self.columns), np.nan)
         for row in _numeric(rows, self.columns):        # several rows for the day: the last value wins
             latest = np.where(np.isnan(row), latest, row)
-        if date_id in self.dates:                       # a repeated day replaces what was there
-            self.values[np.flatnonzero(self.dates == date_id)[0]] = latest
-            return
-        end = max(int(self.dates[-1]), date_id)
-        dates = np.arange(max(int(self.dates[0]), end - TAIL_DAYS + 1), end + 1, dtype=np.int64)
-        values = np.full((dates.size, len(self.columns)), np.nan)
-        keep = self.dates >= dates[0]
-        values[np.searchsorted(dates, self.dates[keep])] = self.values[keep]
-        values[np.searchsorted(dates, date_id)] = latest
-        self.dates, self.values = dates, values
+        return latest
 
-    def _add_labels(self, batch: pl.DataFrame, lag: int) -> pl.DataFrame | None:
-        """The batch's published labels as rows of the long `revealed` table (None if none)."""
-        if batch.height == 0 or DATE not in batch.columns or LABEL_DATE not in batch.columns:
-            return None
-        names = [t.name for t in self.targets if t.lag == lag and t.name in batch.columns]
-        if not names:
-            return None
-        values = _numeric(batch, names)                                   # (rows, targets)
-        keys = _numeric(batch, [DATE, LABEL_DATE])
-        ok = np.isfinite(keys).all(axis=1)
-        ok[ok] &= is_revealed(keys[ok, 1], lag, keys[ok, 0])             # only what is published
-        values, keys = values[ok], keys[ok].astype(np.int64)
-        have = np.isfinite(values)
-        rows, cols = np.nonzero(have)
-        long = pl.DataFrame({DATE: keys[rows, 0], LABEL_DATE: keys[rows, 1],
-                             "target": np.asarray(names, dtype=object)[cols].astype(str),
-                             "value": values[rows, cols], "lag": np.full(rows.size, lag, dtype=np.int64)},
-                            schema=self.revealed.schema)
-        return long
+    def _labels_of(self, batch: pl.DataFrame, lag: int, date_id: int, published: np.ndarray) -> None:
+        """Write into `published` (all targets) the batch's labels that are public on `date_id`."""
+        present = set(batch.columns)
+        if batch.height == 0 or DATE not in present or LABEL_DATE not in present:
+            return
+        cols = [j for j in self.targets_of_lag.get(lag, []) if self.target_names[j] in present]
+        if not cols:
+            return
+        block = _numeric(batch, [DATE, LABEL_DATE, *(self.target_names[j] for j in cols)])
+        keys, values = block[:, :2], block[:, 2:]                             # (rows, targets)
+        ok = (keys[:, 0] == date_id) & np.isfinite(keys[:, 1])
+        ok[ok] &= is_revealed(keys[ok, 1], lag, keys[ok, 0])               # only what is published
+        for row, label_date in zip(values[ok], keys[ok, 1].astype(np.int64)):   # the last row wins
+            have = np.isfinite(row)
+            published[np.asarray(cols)[have]] = row[have]
+            stored = self.label_rows.setdefault(int(label_date), np.full(len(self.targets), np.nan))
+            free = np.isnan(stored[cols]) & have                     # labels from the training files first
+            stored[np.asarray(cols)[free]] = row[free]
+
+    def _advance(self, date_id: int, prices: np.ndarray, published: np.ndarray) -> None:
+        """Take in the day served: a new day (after any skipped ones), the last day again, or
+        an earlier day (the state is rebuilt from the tail)."""
+        last = int(self.tail.dates[-1])
+        if date_id > last:
+            for skipped in range(last + 1, date_id):
+                self.tail.append(skipped)
+                self._step(skipped, self.tail.values[-1], self.tail.published[-1])
+            self.tail.append(date_id, prices, published)
+            self._step(date_id, prices, published)
+            return
+        i = int(np.searchsorted(self.tail.dates, date_id))
+        self.tail.values[i] = prices                    # a repeated day replaces what was there
+        kept = np.isnan(published)
+        published[kept] = self.tail.published[i, kept]
+        self.tail.published[i] = published
+        if date_id == last and self.before_last is not None:
+            state, self.inputs[...], self.missing[...], prior = self.before_last
+            self.online.restore_state(state)
+            if prior is not None:
+                self.prior = (prior[0], prior[1], int(prior[2]))
+            self._step(date_id, prices, published)
+        else:
+            self._rebuild()
 
     # -- forecasting -------------------------------------------------------------------------
-    def _forecast(self, date_id: int) -> dict[str, float]:
-        upto = int(np.searchsorted(self.dates, date_id, side="right"))   # the window ends on the day served
-        dates = self.dates[:upto]
-        prices = pl.from_numpy(self.values[:upto, [j for j, _ in self.needed]],
-                               schema=[c for _, c in self.needed]).with_columns(pl.Series(DATE, dates))
-        # labels from the training files, aligned to the served dates (none after train ends)
-        labels = np.full((dates.size, len(self.target_names)), np.nan)
-        at = np.clip(np.searchsorted(self.label_dates, dates), 0, max(len(self.label_dates) - 1, 0))
-        found = (self.label_dates[at] == dates) if len(self.label_dates) else np.zeros(dates.size, bool)
-        labels[found] = self.label_values[at[found]]
-        names, matrix = engineer(prices, self.engineering, self.targets, labels, self.revealed,
-                                 self.kinds, only=self.scaler.features)
-        index = {n: j for j, n in enumerate(names)}
-        window = matrix[-self.history:, [index[f] for f in self.scaler.features]]
-        scaled, missing = self.scaler.model_inputs(window)
-        x = torch.from_numpy(scaled.astype(np.float32))[None]
-        m = torch.from_numpy(missing.astype(np.float32))[None]
-        out: dict[str, float] = {}
-        with torch.no_grad():
-            for head, cols in zip(self.heads, self.head_columns):
-                forecast, _ = head.model(x[:, :, cols], m[:, :, cols])   # standardised, as in predict_rows
-                for name, value in zip(head.targets, forecast[0].numpy()):
-                    out[name] = float(value)
-        return out
+    def _forecast(self) -> np.ndarray:
+        """Every target's forecast (registry order) from the window of the last days."""
+        prior = self._prior_now()
+        return self.forecaster(torch.from_numpy(self.inputs)[None], torch.from_numpy(self.missing)[None],
+                               None if prior is None else prior[None])[0]
 
-    def _baseline(self) -> dict[str, float]:
+    def _baseline(self) -> np.ndarray:
         """Fallback without a model: minus the last revealed label (short-term reversal), else 0."""
-        latest = {}
-        if self.revealed.height:
-            last = self.revealed.sort(DATE).group_by("target").last()
-            latest = dict(zip(last["target"].to_list(), last["value"].to_list()))
-        return {n: -float(latest.get(n, 0.0)) for n in self.target_names}
+        return -np.nan_to_num(self.latest_label)
 
     def predict(self, test, *batches) -> pl.DataFrame:
         self.calls += 1
@@ -192,36 +309,34 @@ class Server:
             frames = [_to_polars(b) for b in batches]
             test = _to_polars(test)
             date_id = self._date_of(test, frames)
-            if not int(self.dates[0]) <= date_id <= int(self.dates[-1]) + MAX_SKIP:
+            first, last = int(self.tail.dates[0]), int(self.tail.dates[-1])
+            if not first <= date_id <= last + MAX_SKIP:
                 raise ValueError(f"date_id {date_id} is outside the served history "
-                                 f"{int(self.dates[0])}..{int(self.dates[-1]) + MAX_SKIP}; state left unchanged")
-            self._add_day(test, date_id)
-            new = [self._add_labels(frame, lag) for lag, frame in zip(range(1, len(frames) + 1), frames)]
-            new = [frame for frame in new if frame is not None and frame.height]
-            if new:
-                incoming = pl.concat(new)
-                kept = self.revealed.filter(pl.col(DATE) >= int(self.dates[0]))
-                if kept.height and incoming[DATE].min() <= kept[DATE].max():   # a repeated day's labels replace
-                    kept = kept.join(incoming.select(DATE, "target").unique(), on=[DATE, "target"], how="anti")
-                self.revealed = pl.concat([kept, incoming])
-            values = self._forecast(date_id)
-            if not all(np.isfinite(v) for v in values.values()):
+                                 f"{first}..{last + MAX_SKIP}; state left unchanged")
+            published = np.full(len(self.targets), np.nan)
+            for lag, frame in zip(range(1, len(frames) + 1), frames):
+                self._labels_of(frame, lag, date_id, published)
+            self._advance(date_id, self._prices_of(test, date_id), published)
+            have = np.isfinite(published)
+            self.latest_label[have] = published[have]
+            values = self._forecast()
+            if not np.isfinite(values).all():
                 raise ValueError("non-finite forecast")
             self.last_good = values
         except Exception as exc:  # a served day must never raise
             self.fallbacks += 1
             log.warning("day %s: %s; falling back to %s", self.calls, exc,
-                        "the last good forecast" if self.last_good else "the baseline")
-            values = self.last_good or self._baseline()
+                        "the baseline" if self.last_good is None else "the last good forecast")
+            values = self._baseline() if self.last_good is None else self.last_good
         return self._reply(values, columns)
 
     def _date_of(self, test: pl.DataFrame, frames: list[pl.DataFrame]) -> int:
         for frame in [test, *frames]:
-            if DATE in frame.columns and frame.height:
-                ids = frame[DATE].cast(pl.Int64, strict=False).drop_nulls()
-                if len(ids):
+            if frame.height and DATE in frame.columns:
+                ids = [v for v in map(_to_float, frame.get_column(DATE).to_list()) if np.isfinite(v)]
+                if ids:
                     return int(ids[0])
-        return int(self.dates[-1]) + 1                   # no date given: take the next day
+        return int(self.tail.dates[-1]) + 1              # no date given: take the next day
 
     @staticmethod
     def _reply_columns(batches, default: list[str]) -> list[str]:
@@ -235,13 +350,17 @@ class Server:
             columns.update((c, None) for c in names if c not in (DATE, LABEL_DATE))
         return list(columns) or list(default)
 
-    @staticmethod
-    def _reply(values: dict[str, float], columns: list[str]) -> pl.DataFrame:
-        row = np.array([values.get(c, 0.0) for c in columns], dtype=np.float64)
-        row = np.where(np.isfinite(row), row, 0.0)
-        if row.size > 1 and np.ptp(row) == 0:
-            row = row + 1e-9 * np.arange(row.size)      # the metric is undefined on a constant row
-        return pl.DataFrame({c: [float(v)] for c, v in zip(columns, row)})
+    def _reply(self, values: np.ndarray, columns: list[str]) -> pl.DataFrame:
+        """One row: each column's forecast (0 for a column that is not a known target)."""
+        return _one_row(np.append(values, 0.0)[[self.position.get(c, -1) for c in columns]], columns)
+
+
+def _one_row(row: np.ndarray, columns: list[str]) -> pl.DataFrame:
+    """The reply frame: finite values, never a constant row (the metric is undefined on one)."""
+    row = np.where(np.isfinite(row), row, 0.0)
+    if row.size > 1 and np.ptp(row) == 0:
+        row = row + 1e-9 * np.arange(row.size)
+    return pl.DataFrame({"value": row}).transpose(column_names=columns)   # one row, fast
 
 
 _SERVER: Server | None = None
@@ -259,5 +378,5 @@ def predict(test, label_lags_1_batch=None, label_lags_2_batch=None, label_lags_3
         except Exception as exc:
             log.error("cannot load artifacts: %s; serving zeros", exc)
             columns = Server._reply_columns(batches, ["target_0", "target_1"])
-            return Server._reply({}, columns)
+            return _one_row(np.zeros(len(columns)), columns)
     return _SERVER.predict(test, *batches)

@@ -19,12 +19,13 @@ import numpy as np
 import torch
 
 from spreadcast.config import FinetuneConfig, TrainConfig
+from spreadcast.features.windows import head_data
 from spreadcast.io import write_json
 from spreadcast.model import checkpoint
 from spreadcast.model.net import ModelConfig, SpreadTransformer
 from spreadcast.training import linear
 from spreadcast.training.distributed import SINGLE, Context
-from spreadcast.training.loop import evaluate_head, fit, head_data
+from spreadcast.training.loop import evaluate_head, fit
 
 
 def io_warmup(cfg: FinetuneConfig):

@@ -24,24 +24,16 @@ from tqdm import tqdm
 from spreadcast.config import TrainConfig
 from spreadcast.errors import CheckpointError, CollapseError
 from spreadcast.evaluation import metric
-from spreadcast.features.windows import Windows
+from spreadcast.features.windows import HeadData
 from spreadcast.io import sha256_bytes, sha256_file
 from spreadcast.model import checkpoint, losses
+from spreadcast.model.inference import predict
 from spreadcast.model.net import SpreadTransformer
 from spreadcast.training import distributed
 from spreadcast.training.device import place_windows, set_precision
 from spreadcast.training.distributed import SINGLE, Context
 
 COLLAPSE_STD = 1e-6   # cross-target spread of standardised forecasts below this: collapsed
-
-
-@dataclass
-class HeadData:
-    windows: Windows
-    train_rows: np.ndarray
-    val_rows: np.ndarray
-    target_scale: torch.Tensor      # (T,) raw label = standardised label * scale
-    raw_labels: np.ndarray          # (dates x T) raw labels, NaN = missing
 
 
 def lr_at(step: int, total: int, warmup: int, base: float, schedule: str) -> float:
@@ -65,21 +57,6 @@ def autocast_context(device: torch.device, enabled: bool):
     if device.type == "cuda" and not torch.cuda.is_bf16_supported():
         return (lambda: torch.autocast("cuda", dtype=torch.float16)), torch.amp.GradScaler("cuda")
     return (lambda: torch.autocast(device.type, dtype=torch.bfloat16)), torch.amp.GradScaler("cuda", enabled=False)
-
-
-@torch.no_grad()
-def predict(model: SpreadTransformer, windows: Windows, rows: np.ndarray, batch_size: int,
-            autocast=contextlib.nullcontext) -> np.ndarray:
-    """Standardised forecasts (rows x T)."""
-    model.eval()
-    device = next(model.parameters()).device
-    out = []
-    for start in range(0, len(rows), batch_size):
-        x, m, _ = windows.batch(rows[start:start + batch_size])
-        with autocast():
-            forecast, _ = model(x.to(device), m.to(device))
-        out.append(forecast.float().cpu())
-    return torch.cat(out).numpy() if out else np.empty((0, model.cfg.n_targets))
 
 
 def evaluate_head(model, data: HeadData, rows: np.ndarray, batch_size: int, autocast=contextlib.nullcontext) -> dict:
@@ -316,22 +293,6 @@ def _log(live, record: dict) -> None:
         if key != "epoch" and value is not None and np.isfinite(value):
             live.log_metric(key, value)
     live.next_step()
-
-
-def head_data(tensors, lag: int, feature_names: list[str] | None = None) -> HeadData:
-    """The training data of one lag head, optionally restricted to some features (by name)."""
-    cols = tensors.head(lag)
-    feature_idx = None
-    if feature_names is not None:
-        index = {f: i for i, f in enumerate(tensors.feature_names)}
-        missing = [f for f in feature_names if f not in index]
-        if missing:
-            raise KeyError(f"feature {missing[0]!r} is not in the exported tensors")
-        feature_idx = torch.tensor([index[f] for f in feature_names])
-    return HeadData(windows=tensors.windows(cols, feature_idx),
-                    train_rows=tensors.splits.train, val_rows=tensors.splits.val,
-                    target_scale=torch.as_tensor(tensors.target_scale[cols], dtype=torch.float32),
-                    raw_labels=tensors.raw_labels[:, cols])
 
 
 def data_fingerprint(folder: Path) -> str:

@@ -1,0 +1,155 @@
+"""The served forecast: a bounded blend of the transformer, a ridge and a constant-rank prior.
+
+Three components, each standardised across all targets every day (zero mean, unit spread), so
+their scales are comparable whatever the market:
+
+- `transformer`: the lag heads' forecasts;
+- `ridge`: a ridge on every model input (the last day of each window), fit on training rows
+  for evaluation and refit on every published label for the submission and serving;
+- `prior`: each target's mean daily rank over every label row already complete (all lags
+  published): the row of date d enters on d + max_lag + 1. It keeps updating while serving.
+
+Per lag, the weights minimise the squared error of the daily centred ranks of the labels
+(rank / (n - 1) - 0.5, all targets ranked together, as the metric ranks them) on days the
+transformer did not train on (validation), under 0 <= w <= `max_weight`: a weight cannot turn
+a component against its own sign nor explode. A lag whose fit keeps nothing falls back to the
+prior alone, the ranking a user gets in a minute.
+"""
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+
+import numpy as np
+
+COMPONENTS = ("transformer", "ridge", "prior")
+
+
+def daily_ranks(labels: np.ndarray) -> np.ndarray:
+    """Each row's ranks across targets in [0, 1] (NaN where missing; rows with < 2 labels NaN)."""
+    out = np.full(labels.shape, np.nan)
+    for i, row in enumerate(labels):
+        have = np.isfinite(row)
+        n = int(have.sum())
+        if n > 1:
+            out[i, have] = np.argsort(np.argsort(row[have], kind="stable"), kind="stable") / (n - 1)
+    return out
+
+
+def prior_series(labels: np.ndarray, delay: int) -> np.ndarray:
+    """The prior at every row t: the mean daily rank of the label rows <= t - delay (0.5 where a
+    target has none yet). `labels` lie on a dense date axis; `delay` = max lag + 1."""
+    ranks = daily_ranks(labels)
+    total = np.vstack([np.zeros((1, labels.shape[1])), np.nancumsum(ranks, axis=0)])
+    count = np.vstack([np.zeros((1, labels.shape[1])), np.cumsum(np.isfinite(ranks), axis=0)])
+    upto = np.clip(np.arange(labels.shape[0]) - delay + 1, 0, labels.shape[0])   # rows [0, t - delay]
+    return np.where(count[upto] > 0, total[upto] / np.maximum(count[upto], 1), 0.5)
+
+
+def standardise(values: np.ndarray) -> np.ndarray:
+    """Each row centred and scaled across targets; a constant row becomes zeros."""
+    values = np.asarray(values, dtype=np.float64)
+    centred = values - values.mean(axis=1, keepdims=True)
+    spread = centred.std(axis=1, keepdims=True)
+    return np.divide(centred, spread, out=np.zeros_like(centred), where=spread > 1e-12)
+
+
+def centred_ranks(labels: np.ndarray) -> np.ndarray:
+    return daily_ranks(labels) - 0.5
+
+
+def bounded_least_squares(x: np.ndarray, y: np.ndarray, upper: float) -> np.ndarray:
+    """argmin |y - x w|^2 over 0 <= w <= upper, exactly, for a few columns (every face of the box)."""
+    k = x.shape[1]
+    gram, cross = x.T @ x, x.T @ y
+    best, best_loss = np.zeros(k), 0.0                     # loss relative to w = 0
+    for state in itertools.product((0, 1, 2), repeat=k):   # 0: at 0, 1: free, 2: at the bound
+        w = np.where(np.array(state) == 2, upper, 0.0)
+        free = np.flatnonzero(np.array(state) == 1)
+        if free.size:
+            rhs = cross[free] - gram[np.ix_(free, np.arange(k))] @ w
+            try:
+                w[free] = np.linalg.solve(gram[np.ix_(free, free)], rhs)
+            except np.linalg.LinAlgError:
+                continue
+            if (w[free] < 0).any() or (w[free] > upper).any():
+                continue
+        loss = w @ gram @ w - 2 * cross @ w
+        if loss < best_loss - 1e-15:
+            best, best_loss = w, loss
+    return best
+
+
+@dataclass
+class Blend:
+    """Weights per lag over COMPONENTS, for targets in registry order."""
+
+    weights: dict[int, list[float]]
+    max_weight: float
+
+    def combine(self, components: dict[str, np.ndarray], target_lags: np.ndarray) -> np.ndarray:
+        """The blended forecast (rows x targets) from raw components (rows x targets)."""
+        scaled = {name: standardise(components[name]) for name in COMPONENTS}
+        out = np.zeros_like(scaled["prior"])
+        for lag, w in self.weights.items():
+            cols = np.flatnonzero(target_lags == lag)
+            for weight, name in zip(w, COMPONENTS):
+                if weight:
+                    out[:, cols] += weight * scaled[name][:, cols]
+        return out
+
+    def to_dict(self) -> dict:
+        return {"components": list(COMPONENTS), "max_weight": self.max_weight,
+                "weights": {str(k): v for k, v in self.weights.items()}}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Blend":
+        if list(d["components"]) != list(COMPONENTS):
+            raise ValueError(f"blend components {d['components']} differ from {list(COMPONENTS)}")
+        return cls(weights={int(k): [float(x) for x in v] for k, v in d["weights"].items()},
+                   max_weight=float(d["max_weight"]))
+
+
+def fit(components: dict[str, np.ndarray], labels: np.ndarray, target_lags: np.ndarray,
+        max_weight: float) -> Blend:
+    """Weights per lag fit on `labels` (rows x targets) of days no component trained on."""
+    y = centred_ranks(labels)
+    scaled = {name: standardise(components[name]) for name in COMPONENTS}
+    weights = {}
+    for lag in sorted({int(k) for k in target_lags}):
+        cols = np.flatnonzero(target_lags == lag)
+        target = y[:, cols].ravel()
+        x = np.stack([scaled[name][:, cols].ravel() for name in COMPONENTS], axis=1)
+        keep = np.isfinite(target)
+        w = bounded_least_squares(x[keep], target[keep], max_weight) if keep.sum() > len(COMPONENTS) else np.zeros(3)
+        if not w.any():
+            w[COMPONENTS.index("prior")] = 1e-3 * max_weight      # nothing validated: the prior alone
+        weights[lag] = [float(v) for v in w]
+    return Blend(weights=weights, max_weight=max_weight)
+
+
+def with_revealed(date_ids: np.ndarray, labels: np.ndarray, revealed, target_names: list[str]) -> np.ndarray:
+    """`labels` (dates x targets, as published by the last training day) with the values of the
+    lagged test label files (the long `revealed` table) filled in at their label dates, each one
+    that is public on the day it came with. Used for the prior of the submitted days; a label
+    row enters the prior only `delay` days after its date, when every lag of it is published."""
+    import polars as pl
+
+    from spreadcast.data.layout import DATE, LABEL_DATE
+    from spreadcast.data.targets import is_revealed
+
+    out = np.array(labels, dtype=np.float64, copy=True)
+    column = {n: j for j, n in enumerate(target_names)}
+    public = revealed.filter(is_revealed(pl.col(LABEL_DATE), pl.col("lag"), pl.col(DATE))
+                             & pl.col("target").is_in(list(column)))
+    if public.height == 0:
+        return out
+    label_dates = public[LABEL_DATE].to_numpy()
+    rows = np.clip(np.searchsorted(date_ids, label_dates), 0, len(date_ids) - 1)
+    ok = date_ids[rows] == label_dates
+    cols = public["target"].replace_strict(column, return_dtype=pl.Int64).to_numpy()
+    values = public["value"].to_numpy()
+    rows, cols, values = rows[ok], cols[ok], values[ok]
+    free = np.isnan(out[rows, cols])                  # labels from the training files come first
+    out[rows[free], cols[free]] = values[free]
+    return out

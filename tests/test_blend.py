@@ -1,0 +1,76 @@
+"""The served blend: bounded weights that follow the component that carries the signal, a prior
+that sees each label row only once every lag of it is published."""
+import numpy as np
+import pytest
+
+from spreadcast.evaluation import blend, metric
+
+
+def market(days=300, targets=40, seed=0):
+    rng = np.random.default_rng(seed)
+    lags = np.repeat([1, 2], targets // 2)
+    drift = rng.normal(0, 1, targets)                       # a persistent per-target mean
+    signal = rng.normal(0, 1, (days, targets))              # a day-by-day predictable part
+    labels = 0.3 * drift + 0.3 * signal + rng.normal(0, 1, (days, targets))
+    return rng, lags, drift, signal, labels
+
+
+def test_bounded_least_squares_is_exact_on_the_box():
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(500, 3))
+    y = x @ np.array([0.2, -0.5, 0.9]) + 0.01 * rng.normal(size=500)
+    w = blend.bounded_least_squares(x, y, upper=0.5)
+    np.testing.assert_allclose(w, [0.2, 0.0, 0.5], atol=0.02)       # clipped below at 0, above at 0.5
+    loss = lambda v: ((y - x @ v) ** 2).sum()
+    for _ in range(200):                                            # no point of the box does better
+        assert loss(w) <= loss(rng.uniform(0, 0.5, 3)) + 1e-9
+
+
+@pytest.mark.parametrize("carrier", ["transformer", "prior"])
+def test_weights_follow_the_component_with_the_signal(carrier):
+    rng, lags, drift, signal, labels = market()
+    prior = blend.prior_series(labels, delay=3)
+    noise = rng.normal(size=labels.shape)
+    components = {"transformer": signal if carrier == "transformer" else noise,
+                  "ridge": rng.normal(size=labels.shape), "prior": prior}
+    fit_rows, test_rows = slice(50, 200), slice(200, 300)
+    fitted = blend.fit({k: v[fit_rows] for k, v in components.items()}, labels[fit_rows], lags, 0.3)
+    for lag, w in fitted.weights.items():
+        assert all(0.0 <= v <= 0.3 for v in w)
+        best = int(np.argmax(w))
+        assert blend.COMPONENTS[best] == carrier, (lag, w)
+    held = {k: v[test_rows] for k, v in components.items()}
+    blended = metric.summary(labels[test_rows], fitted.combine(held, lags))["sharpe"]
+    alone = metric.summary(labels[test_rows], held[carrier])["sharpe"]
+    assert blended > 0.8 * alone > 0
+
+
+def test_nothing_to_keep_falls_back_to_the_prior():
+    rng, lags, *_ , labels = market(seed=3)
+    anti = {name: -labels + rng.normal(size=labels.shape) for name in blend.COMPONENTS}   # all point the wrong way
+    fitted = blend.fit(anti, labels, lags, 0.3)
+    for w in fitted.weights.values():
+        assert w[0] == w[1] == 0.0 and 0.0 < w[2] < 0.01
+
+
+def test_prior_uses_a_label_row_only_when_complete():
+    """The prior at row t averages the daily ranks of rows <= t - delay; changing any later row
+    (or the row t - delay + 1) leaves it unchanged."""
+    _, _, _, _, labels = market(days=60)
+    delay = 5
+    prior = blend.prior_series(labels, delay)
+    t = 40
+    expected = np.nanmean(blend.daily_ranks(labels[:t - delay + 1]), axis=0)
+    np.testing.assert_allclose(prior[t], expected)
+    later = labels.copy()
+    later[t - delay + 1:] = np.random.default_rng(9).normal(size=later[t - delay + 1:].shape)
+    np.testing.assert_array_equal(blend.prior_series(later, delay)[: t + 1], prior[: t + 1])
+    assert (prior[:delay - 1] == 0.5).all()                         # nothing complete yet
+
+
+def test_round_trip_and_refusal():
+    fitted = blend.Blend(weights={1: [0.1, 0.0, 0.2]}, max_weight=0.3)
+    assert blend.Blend.from_dict(fitted.to_dict()) == fitted
+    bad = fitted.to_dict() | {"components": ["ridge", "transformer", "prior"]}
+    with pytest.raises(ValueError, match="components"):
+        blend.Blend.from_dict(bad)
