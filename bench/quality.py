@@ -7,13 +7,15 @@ usage: python bench/quality.py [--markets default,levels,...] [--out bench/resul
 Each market runs the real pipeline (`dvc repro evaluate`) with the repository's `params.yaml`
 in a temporary copy; only the market changes (`synthetic` settings, or `data.dir` for
 `../shared/real_dev`, skipped when absent). From each run's `artifacts/metrics/evaluate.json`
-and `artifacts/evaluate/daily_ic.csv` it reports the holdout Sharpe of the model, the ridge on
+and `artifacts/evaluate/daily_ic.csv` it reports the holdout Sharpe of the model (the served
+blend), the ridge on
 all the model's inputs, each target's mean training rank as a constant (`const_rank`) and the
 oracle (`ceiling`, null on real data and on the null market), and a 90% circular block
 bootstrap over holdout days of the model's Sharpe minus the better baseline's.
 Writes `bench/results/quality.json`:
 `{"markets": {NAME: {"days", "model", "ridge", "const_rank", "ceiling", "model_minus_best_ci90"}},
-"wall_s"}` and prints the table.
+"wall_s", "components": {NAME: {"transformer", "prior"}}}` (the blend's own components beside
+the table) and prints the table.
 """
 from __future__ import annotations
 
@@ -131,7 +133,10 @@ def summarise(root: Path, draws: int) -> dict:
             "ridge": round(metrics["ridge_sharpe"], 4),
             "const_rank": round(metrics["const_rank_sharpe"], 4),
             "ceiling": round(metrics["ceiling_sharpe"], 4) if "ceiling_sharpe" in metrics else None,
-            "model_minus_best_ci90": block_bootstrap(model_ic, best_ic, draws)}
+            "model_minus_best_ci90": block_bootstrap(model_ic, best_ic, draws),
+            # the served blend's components (reported under "components", beside the table)
+            "_components": {k: round(metrics[f"{k}_sharpe"], 4) for k in ("transformer", "prior")
+                            if f"{k}_sharpe" in metrics}}
 
 
 def table(markets: dict) -> str:
@@ -171,7 +176,8 @@ def main() -> None:
         results[name] = summarise(root, args.bootstrap)
         if not args.work:
             shutil.rmtree(root)
-    out = {"markets": results, "wall_s": round(time.perf_counter() - start, 1)}
+    components = {name: row.pop("_components") for name, row in results.items()}
+    out = {"markets": results, "wall_s": round(time.perf_counter() - start, 1), "components": components}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(args.out).with_suffix(".tmp")
     tmp.write_text(json.dumps(out, indent=2) + "\n")

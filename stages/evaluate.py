@@ -29,6 +29,9 @@ from spreadcast.evaluation.blend import prior_series
 from spreadcast.serve.predictor import load_blend, load_heads, predict_rows
 
 
+SPARSE_GATE = 0.1     # a feature whose gate is below this counts as switched off (`sparsity`)
+
+
 def main() -> None:
     p = cli.parser(__doc__)
     for name in ("--data", "--tensors", "--models", "--blend"):
@@ -57,7 +60,7 @@ def main() -> None:
 
     predictions = dict(zip(("model", "transformer"), served(rows)))
     gates = {f"lag{h.lag}": torch.sigmoid(h.model.gate.logit.detach()) for h in heads}
-    gate_stats = {lag: {"features": int(g.numel()), "mean": float(g.mean()), "sparsity": float((g < 0.1).float().mean())}
+    gate_stats = {lag: {"features": int(g.numel()), "mean": float(g.mean()), "sparsity": float((g < SPARSE_GATE).float().mean())}
                   for lag, g in gates.items()}
 
     x = tensors.features.numpy()

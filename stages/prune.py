@@ -51,10 +51,20 @@ def main() -> None:
                                            "validation_sharpe_by_count": {str(k): v for k, v in tried.items()},
                                            "features": kept})
         write_json(tmp / "report.json", report)
-        # sorted scores as two series, kept and dropped, for `dvc plots show`
-        pl.DataFrame({"rank": [r["rank"] for r in report],
-                      "kept": [r["score"] if r["kept"] else 0.0 for r in report],
-                      "dropped": [0.0 if r["kept"] else r["score"] for r in report]}).write_csv(tmp / "gates.csv")
+        # for `dvc plots show`, by rank of the score pruning used (pooled over lags or not): that
+        # score, kept and dropped as two series (empty, not zero, outside each), and this lag's
+        # own score and plain gate value, which differ between lags even when the ranking is pooled
+        order = sorted(report, key=lambda r: r["rank"])
+        index = {n: j for j, n in enumerate(meta["features"])}
+        own = feature_scores(model, cfg.score)
+        gate = model.gate.values().detach().double().numpy()
+        pl.DataFrame({"rank": [r["rank"] for r in order],
+                      "kept": [r["score"] if r["kept"] else None for r in order],
+                      "dropped": [None if r["kept"] else r["score"] for r in order],
+                      "this_lag_score": [float(own[index[r["feature"]]]) for r in order],
+                      "gate": [float(gate[index[r["feature"]]]) for r in order]},
+                     schema={"rank": pl.Int64, "kept": pl.Float64, "dropped": pl.Float64,
+                             "this_lag_score": pl.Float64, "gate": pl.Float64}).write_csv(tmp / "gates.csv")
     print(f"prune lag {args.lag}: {len(kept)} of {len(meta['features'])} features kept "
           f"({cfg.policy} by {cfg.score}{', pooled over lags' if cfg.pool_lags else ''})")
 

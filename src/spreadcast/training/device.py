@@ -19,15 +19,27 @@ from spreadcast.features.windows import Windows
 DEVICE_MEMORY_SHARE = 0.5
 
 
+def amp_dtype(device: torch.device, amp: bool) -> torch.dtype:
+    """The dtype a step computes in: fp32 without `amp`; with it bf16, or fp16 (with a grad
+    scaler) on a CUDA device without bf16. The one place this choice is made."""
+    if not amp:
+        return torch.float32
+    if device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        return torch.float16
+    return torch.bfloat16
+
+
 def set_precision(device: torch.device, tf32: bool, amp: bool) -> str:
     """Switch TF32 matmuls (CUDA only) and name the precision a step computes in."""
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = tf32
         torch.backends.cudnn.allow_tf32 = tf32
-        if amp:
-            return "bf16 autocast" if torch.cuda.is_bf16_supported() else "fp16 autocast + grad scaler"
-        return "tf32" if tf32 else "fp32"
-    return "bf16 autocast" if amp else "fp32"
+    dtype = amp_dtype(device, amp)
+    if dtype == torch.bfloat16:
+        return "bf16 autocast"
+    if dtype == torch.float16:
+        return "fp16 autocast + grad scaler"
+    return "tf32" if device.type == "cuda" and tf32 else "fp32"
 
 
 def place_windows(windows: Windows, device: torch.device, on_device: bool) -> tuple[Windows, str]:
@@ -63,8 +75,7 @@ def attention_backend(model: torch.nn.Module, batch: int, device: torch.device, 
     from torch.nn.attention import SDPBackend
 
     cfg = model.cfg
-    dtype = torch.bfloat16 if amp and (device.type != "cuda" or torch.cuda.is_bf16_supported()) else \
-        torch.float16 if amp else torch.float32
+    dtype = amp_dtype(device, amp)
     q = torch.zeros(batch, cfg.n_heads, cfg.history, cfg.d_model // cfg.n_heads, device=device, dtype=dtype)
     try:
         return SDPBackend(torch._fused_sdp_choice(q, q, q, None, cfg.dropout, True)).name

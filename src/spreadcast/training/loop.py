@@ -30,33 +30,40 @@ from spreadcast.model import checkpoint, losses
 from spreadcast.model.inference import predict
 from spreadcast.model.net import SpreadTransformer
 from spreadcast.training import distributed
-from spreadcast.training.device import place_windows, set_precision
+from spreadcast.training.device import amp_dtype, place_windows, set_precision
 from spreadcast.training.distributed import SINGLE, Context
 
 COLLAPSE_STD = 1e-6   # cross-target spread of standardised forecasts below this: collapsed
 
 
+# Learning-rate schedule shape, as fractions of the base rate (or of the run, for the peak).
+COSINE_FLOOR = 0.05        # cosine decay ends here, not at zero
+ONECYCLE_PEAK_AT = 0.3     # one-cycle: share of the steps spent rising to the peak
+ONECYCLE_START = 0.04      # one-cycle: rate at step 0
+ONECYCLE_FLOOR = 1e-3      # one-cycle: rate at the last step
+
+
 def lr_at(step: int, total: int, warmup: int, base: float, schedule: str) -> float:
     """Learning rate at `step`: linear warm-up, then cosine decay (or a one-cycle shape)."""
     if schedule == "onecycle":
-        peak = max(1, int(0.3 * total))
+        peak = max(1, int(ONECYCLE_PEAK_AT * total))
         if step < peak:
-            return base * (0.04 + 0.96 * step / peak)
+            return base * (ONECYCLE_START + (1 - ONECYCLE_START) * step / peak)
         progress = (step - peak) / max(1, total - peak)
-        return base * (1e-3 + (1 - 1e-3) * 0.5 * (1 + math.cos(math.pi * progress)))
+        return base * (ONECYCLE_FLOOR + (1 - ONECYCLE_FLOOR) * 0.5 * (1 + math.cos(math.pi * progress)))
     if step < warmup:
         return base * (step + 1) / warmup
     progress = (step - warmup) / max(1, total - warmup)
-    return base * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
+    return base * (COSINE_FLOOR + (1 - COSINE_FLOOR) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
 
 
 def autocast_context(device: torch.device, enabled: bool):
     """One autocast context for every pass: bf16 where supported, fp16 only on CUDA without bf16."""
-    if not enabled:
+    dtype = amp_dtype(device, enabled)
+    if dtype == torch.float32:
         return contextlib.nullcontext, torch.amp.GradScaler("cuda", enabled=False)
-    if device.type == "cuda" and not torch.cuda.is_bf16_supported():
-        return (lambda: torch.autocast("cuda", dtype=torch.float16)), torch.amp.GradScaler("cuda")
-    return (lambda: torch.autocast(device.type, dtype=torch.bfloat16)), torch.amp.GradScaler("cuda", enabled=False)
+    scaler = torch.amp.GradScaler("cuda", enabled=dtype == torch.float16)
+    return (lambda: torch.autocast(device.type, dtype=dtype)), scaler
 
 
 def evaluate_head(model, data: HeadData, rows: np.ndarray, batch_size: int, autocast=contextlib.nullcontext) -> dict:
