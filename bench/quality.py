@@ -133,10 +133,13 @@ def summarise(root: Path, draws: int) -> dict:
             "ridge": round(metrics["ridge_sharpe"], 4),
             "const_rank": round(metrics["const_rank_sharpe"], 4),
             "ceiling": round(metrics["ceiling_sharpe"], 4) if "ceiling_sharpe" in metrics else None,
-            "model_minus_best_ci90": block_bootstrap(model_ic, best_ic, draws),
-            # the served blend's components (reported under "components", beside the table)
-            "_components": {k: round(metrics[f"{k}_sharpe"], 4) for k in ("transformer", "prior")
-                            if f"{k}_sharpe" in metrics}}
+            "model_minus_best_ci90": block_bootstrap(model_ic, best_ic, draws)}
+
+
+def components(root: Path) -> dict:
+    """The holdout Sharpe of the served blend's own components (beside the table)."""
+    metrics = json.loads((root / "artifacts/metrics/evaluate.json").read_text())
+    return {k: round(metrics[f"{k}_sharpe"], 4) for k in ("transformer", "prior") if f"{k}_sharpe" in metrics}
 
 
 def table(markets: dict) -> str:
@@ -168,16 +171,16 @@ def main() -> None:
         names.remove("real_dev")
     start = time.perf_counter()
     work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="spreadcast-quality-"))
-    results = {}
+    results, parts = {}, {}
     for name in names:
         print(f"quality: {name}", flush=True)
         root = work / name
         run_pipeline(project(root, MARKETS[name]), name)
         results[name] = summarise(root, args.bootstrap)
+        parts[name] = components(root)
         if not args.work:
             shutil.rmtree(root)
-    components = {name: row.pop("_components") for name, row in results.items()}
-    out = {"markets": results, "wall_s": round(time.perf_counter() - start, 1), "components": components}
+    out = {"markets": results, "wall_s": round(time.perf_counter() - start, 1), "components": parts}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(args.out).with_suffix(".tmp")
     tmp.write_text(json.dumps(out, indent=2) + "\n")
