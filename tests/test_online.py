@@ -10,7 +10,7 @@ from spreadcast.config import FeaturesConfig
 from spreadcast.data.layout import read_dataset
 from spreadcast.data.targets import Target
 from spreadcast.features.engineer import column_kinds, engineer
-from spreadcast.features.online import OnlineFeatures, revealed_row
+from spreadcast.features.online import OnlineFeatures, lag_columns, revealed_row
 
 REAL_DEV = ROOT.parent / "shared" / "real_dev"
 
@@ -26,7 +26,7 @@ def stepped(names, prices: pl.DataFrame, kinds, targets, cfg, labels=None, warm=
         online.warm(values[:warm])
     for i in range(warm, prices.height):
         label_row = None if labels is None else revealed_row(
-            i, targets, lambda d: labels[d] if 0 <= d < len(labels) else None, np.full(len(targets), np.nan))
+            i, lag_columns(targets), lambda d: labels[d] if 0 <= d < len(labels) else None, np.full(len(targets), np.nan))
         out[i] = online.step(values[i], label_row)
     return out
 

@@ -182,19 +182,25 @@ class OnlineFeatures:
             group.count[...] = count
 
 
-def revealed_row(date_id: int, targets: list[Target], train_labels, published: np.ndarray) -> np.ndarray:
+def lag_columns(targets: list[Target]) -> dict[int, np.ndarray]:
+    """The target columns of each lag (registry order), for `revealed_row`."""
+    return {lag: np.array([j for j, t in enumerate(targets) if t.lag == lag], dtype=np.int64)
+            for lag in sorted({t.lag for t in targets})}
+
+
+def revealed_row(date_id: int, columns_of_lag: dict[int, np.ndarray], train_labels, published: np.ndarray) -> np.ndarray:
     """The revealed label of every target at `date_id`: the training label of
     `date_id - lag - 1` where the training files have it, else what was `published` that day.
 
-    `train_labels(d)` returns the training files' labels of date d (all targets) or None.
+    `columns_of_lag` is `lag_columns(targets)`; `train_labels(d)` returns the training files'
+    labels of date d (all targets) or None.
     """
     out = np.array(published, dtype=np.float64, copy=True)
-    for lag in sorted({t.lag for t in targets}):
+    for lag, cols in columns_of_lag.items():
         known = train_labels(date_id - publication_date(0, lag))
         if known is None:
             continue
-        cols = [j for j, t in enumerate(targets) if t.lag == lag]
         values = known[cols]
         have = np.isfinite(values)
-        out[np.asarray(cols)[have]] = values[have]
+        out[cols[have]] = values[have]
     return out

@@ -27,7 +27,7 @@ import torch
 from spreadcast.config import FeaturesConfig
 from spreadcast.data.layout import DATE, LABEL_DATE
 from spreadcast.data.targets import Target, is_revealed
-from spreadcast.features.online import OnlineFeatures, revealed_row
+from spreadcast.features.online import OnlineFeatures, lag_columns, revealed_row
 from spreadcast.features.scaling import Scaler
 from spreadcast.io import read_json
 from spreadcast.evaluation.blend import daily_ranks
@@ -160,7 +160,7 @@ class Server:
         heads = [load_head(served_folder(root, lag), lag) for lag in self.lags]
         self.blend = load_blend(root / "blend", ridge="all") if (root / "blend" / "blend.json").is_file() else None
         self.forecaster = Forecaster(heads, self.scaler.features, self.target_names, self.blend)
-        self.targets_of_lag = {lag: [j for j, t in enumerate(self.targets) if t.lag == lag] for lag in self.lags}
+        self.targets_of_lag = lag_columns(self.targets)
         # labels of the training files, by date, for the revealed-label features
         labels = pl.read_parquet(root / "data" / "labels.parquet")
         self.train_labels = dict(zip(labels[DATE].to_list(),
@@ -182,7 +182,7 @@ class Server:
         self.calls = 0
         self.fallbacks = 0
         self._rebuild()
-        self.frozen = self.forecaster.freeze_for(torch.from_numpy(self.inputs)[None],
+        self.forecaster.freeze_for(torch.from_numpy(self.inputs)[None],
                                                  torch.from_numpy(self.missing)[None])
 
     # -- state -------------------------------------------------------------------------------
@@ -229,7 +229,7 @@ class Server:
             prior = None if self.blend is None else tuple(np.copy(v) for v in self.prior)
             self.before_last = (self.online.copy_state(), self.inputs.copy(), self.missing.copy(), prior)
         self._prior_advance(date_id)
-        labels = revealed_row(date_id, self.targets, self.train_labels.get, published)
+        labels = revealed_row(date_id, self.targets_of_lag, self.train_labels.get, published)
         row = self.online.step(prices, labels)
         scaled, gap = self.scaler.model_inputs(row[None])
         self.inputs[:-1], self.missing[:-1] = self.inputs[1:], self.missing[1:]
