@@ -133,23 +133,9 @@ def with_revealed(date_ids: np.ndarray, labels: np.ndarray, revealed, target_nam
     lagged test label files (the long `revealed` table) filled in at their label dates, each one
     that is public on the day it came with. Used for the prior of the submitted days; a label
     row enters the prior only `delay` days after its date, when every lag of it is published."""
-    import polars as pl
-
-    from spreadcast.data.layout import DATE, LABEL_DATE
-    from spreadcast.data.targets import is_revealed
+    from spreadcast.data.layout import LABEL_DATE
+    from spreadcast.features.engineer import fill_published
 
     out = np.array(labels, dtype=np.float64, copy=True)
-    column = {n: j for j, n in enumerate(target_names)}
-    public = revealed.filter(is_revealed(pl.col(LABEL_DATE), pl.col("lag"), pl.col(DATE))
-                             & pl.col("target").is_in(list(column)))
-    if public.height == 0:
-        return out
-    label_dates = public[LABEL_DATE].to_numpy()
-    rows = np.clip(np.searchsorted(date_ids, label_dates), 0, len(date_ids) - 1)
-    ok = date_ids[rows] == label_dates
-    cols = public["target"].replace_strict(column, return_dtype=pl.Int64).to_numpy()
-    values = public["value"].to_numpy()
-    rows, cols, values = rows[ok], cols[ok], values[ok]
-    free = np.isnan(out[rows, cols])                  # labels from the training files come first
-    out[rows[free], cols[free]] = values[free]
+    fill_published(out, date_ids, revealed, target_names, at=LABEL_DATE)
     return out

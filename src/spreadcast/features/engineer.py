@@ -137,19 +137,29 @@ def revealed_labels(date_ids: np.ndarray, labels: np.ndarray, revealed: pl.DataF
         out[shift:, j] = labels[:-shift, j]
         gap = date_ids[shift:] - date_ids[:-shift] != shift     # dense axes have none; be safe
         out[shift:, j][gap] = np.nan
-    col = {t.name: j for j, t in enumerate(targets)}
-    published = revealed.filter(is_revealed(pl.col(LABEL_DATE), pl.col("lag"), pl.col(DATE))
-                                & pl.col("target").is_in(list(col)))
-    if published.height:
-        d = published[DATE].to_numpy()
-        rows = np.clip(np.searchsorted(date_ids, d), 0, len(date_ids) - 1)
-        cols = published["target"].replace_strict(col, return_dtype=pl.Int64).to_numpy()
-        values = published["value"].to_numpy()
-        ok = date_ids[rows] == d
-        rows, cols, values = rows[ok], cols[ok], values[ok]
-        free = np.isnan(out[rows, cols])          # labels from the training files come first
-        out[rows[free], cols[free]] = values[free]
+    fill_published(out, date_ids, revealed, [t.name for t in targets], at=DATE)
     return out
+
+
+def fill_published(out: np.ndarray, date_ids: np.ndarray, revealed: pl.DataFrame, target_names: list[str],
+                   at: str) -> None:
+    """Fill the missing cells of `out` (dates x targets) with the values of the long `revealed`
+    table that are public on the day they came with, at the row of their `at` column (DATE: the
+    day published; LABEL_DATE: the label's own date). Labels already there (from the training
+    files) come first."""
+    column = {n: j for j, n in enumerate(target_names)}
+    public = revealed.filter(is_revealed(pl.col(LABEL_DATE), pl.col("lag"), pl.col(DATE))
+                             & pl.col("target").is_in(list(column)))
+    if public.height == 0:
+        return
+    d = public[at].to_numpy()
+    rows = np.clip(np.searchsorted(date_ids, d), 0, len(date_ids) - 1)
+    cols = public["target"].replace_strict(column, return_dtype=pl.Int64).to_numpy()
+    values = public["value"].to_numpy()
+    ok = date_ids[rows] == d
+    rows, cols, values = rows[ok], cols[ok], values[ok]
+    free = np.isnan(out[rows, cols])
+    out[rows[free], cols[free]] = values[free]
 
 
 def engineer(prices: pl.DataFrame, cfg: FeaturesConfig, targets: list[Target] | None = None,
