@@ -1,6 +1,8 @@
 """Fit the served blend of the transformer, a ridge and the constant-rank prior, per lag, on the
 validation days (see `spreadcast.evaluation.blend`), and the ridges and prior it serves with.
 
+The ridge's penalty and recency half-life are chosen by walk-forward folds over the training
+days (`spreadcast.evaluation.walkforward`; every candidate's fold scores go to `blend.json`).
 Writes `blend.json` (weights, each component's validation Sharpe), the ridge fit on training
 rows (`ridge_train_*`, for the holdout evaluation) and on every published label (`ridge_all_*`,
 for the submission and serving), and the prior's sums over the label rows complete by the last
@@ -14,7 +16,8 @@ import numpy as np
 
 from spreadcast import cli, config
 from spreadcast.evaluation import blend, metric
-from spreadcast.evaluation.baseline import fit_ridge, predict_ridge
+from spreadcast.evaluation.baseline import predict_ridge
+from spreadcast.evaluation.walkforward import fit_ridge, select_ridge
 from spreadcast.features import windows
 from spreadcast.io import atomic_dir, read_json, save_arrays, write_json
 from spreadcast.serve.predictor import load_heads, predict_rows
@@ -34,9 +37,13 @@ def main() -> None:
     splits = tensors.splits
     delay = int(tensors.target_lags.max()) + 1
     x, y = tensors.features.numpy(), tensors.labels.numpy()
-    w_train, b_train = fit_ridge(x[splits.train], y[splits.train], cfg.ridge_alpha)
+    choice = select_ridge(x, y, tensors.raw_labels, splits.train, cfg.ridge_alphas, cfg.ridge_halflives,
+                          cfg.folds, delay)
+    print(f"blend: ridge chosen on {cfg.folds} walk-forward folds of the training days: "
+          f"alpha {choice.alpha:g}, half-life {choice.halflife:g} days (0 = equal weights)")
+    w_train, b_train = fit_ridge(x, y, choice.alpha, splits.train, choice.halflife)
     published = np.flatnonzero(np.isfinite(tensors.raw_labels).any(axis=1))
-    w_all, b_all = fit_ridge(x[published], y[published], cfg.ridge_alpha)
+    w_all, b_all = fit_ridge(x, y, choice.alpha, published, choice.halflife)
 
     val = splits.val
     components = {"transformer": predict_rows(load_heads(args.models, lags), tensors, val),
@@ -60,6 +67,7 @@ def main() -> None:
             "target_lags": tensors.target_lags.tolist(),
             "prior": {"upto": int(upto_date), "delay": delay},
             "fit_days": int(val.size),
+            "ridge": choice.to_dict(),
             "fit_sharpe": sharpe})
     weights = "  ".join(f"lag {k}: " + " ".join(f"{n} {w:.3f}" for n, w in zip(blend.COMPONENTS, v))
                         for k, v in fitted.weights.items())

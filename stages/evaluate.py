@@ -64,7 +64,7 @@ def main() -> None:
                   for lag, g in gates.items()}
 
     x = tensors.features.numpy()
-    # the blend's ridge component, fit on training rows (blend.ridge_alpha)
+    # the blend's ridge component, fit on training rows (penalty chosen by walk-forward folds)
     weights, intercept = (load_array(Path(args.blend) / f"ridge_train_{part}.npy") for part in ("weights", "intercept"))
     predictions["ridge"] = predict_ridge(weights, intercept, x[rows])      # standardised, like the model
     constant = const_rank(tensors.raw_labels[tensors.splits.train])

@@ -46,7 +46,8 @@ def test_out_of_range_and_choices(tmp_path):
 
 
 def test_int_accepted_for_float(tmp_path):
-    assert config.load("blend", write(tmp_path, "blend:\n  ridge_alpha: 3\n")).ridge_alpha == 3.0
+    assert config.load("blend", write(tmp_path, "blend:\n  max_weight: 1\n")).max_weight == 1.0
+    assert config.load("blend", write(tmp_path, "blend:\n  ridge_alphas: [1, 10]\n")).ridge_alphas == [1.0, 10.0]
 
 
 def test_params_hash_changes_with_values():

@@ -182,6 +182,8 @@ class FeaturesConfig:
     spread_z_window: int = 20
     spreads: bool = True
     revealed_labels: bool = True
+    deviation_halflives: list[float] = field(default_factory=lambda: [5.0, 20.0])
+    levels: bool = True
 
     def validate(self, s: str) -> None:
         _require(len(self.return_horizons) > 0 and all(1 <= h <= 250 for h in self.return_horizons),
@@ -190,6 +192,10 @@ class FeaturesConfig:
                  "horizons must be distinct")
         for key in ("vol_window", "level_window", "spread_z_window"):
             _require(2 <= getattr(self, key) <= 500, f"{s}.{key}", "must be in 2..500")
+        _require(all(0.5 <= h <= 60 for h in self.deviation_halflives), f"{s}.deviation_halflives",
+                 "each half-life must be in 0.5..60 days")
+        _require(len(set(self.deviation_halflives)) == len(self.deviation_halflives), f"{s}.deviation_halflives",
+                 "half-lives must be distinct")
 
 
 @dataclass
@@ -348,11 +354,17 @@ class EvaluateConfig:
 class BlendConfig:
     enabled: bool = True       # false: the transformer alone is served
     max_weight: float = 0.3    # bound of each component's weight (centred-rank units per unit spread)
-    ridge_alpha: float = 10.0  # the ridge component's penalty
+    folds: int = 3             # walk-forward folds over the training days that choose the ridge
+    ridge_alphas: list[float] = field(default_factory=lambda: [0.3, 1.0, 3.0, 10.0, 30.0, 100.0])
+    ridge_halflives: list[float] = field(default_factory=lambda: [0.0, 250.0])   # 0: every day equal
 
     def validate(self, s: str) -> None:
         _require(self.max_weight > 0.0, f"{s}.max_weight", "must be positive")
-        _require(self.ridge_alpha > 0.0, f"{s}.ridge_alpha", "must be positive")
+        _require(1 <= self.folds <= 10, f"{s}.folds", "must be in 1..10")
+        _require(len(self.ridge_alphas) > 0 and all(a > 0.0 for a in self.ridge_alphas), f"{s}.ridge_alphas",
+                 "needs at least one penalty, each positive")
+        _require(len(self.ridge_halflives) > 0 and all(h == 0.0 or h >= 5.0 for h in self.ridge_halflives),
+                 f"{s}.ridge_halflives", "needs at least one half-life, each 0 (equal weights) or >= 5 days")
 
 
 @dataclass

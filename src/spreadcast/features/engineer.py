@@ -7,9 +7,12 @@ A value at date t uses only cells published at or before t:
   return spans the gap: no fake zero return, no jump); volatility of the 1-day returns; and the
   trailing z-score of the log level, since levels carry information that returns lose;
 - volume-like columns (volume, open interest): change and trailing z-score of log(1 + x);
-- other columns: first difference and trailing z-score of the level;
+- other columns (rates, indices, anything that takes signs): first difference, trailing z-score
+  and the level itself (`levels`; the scaling stage standardises it on the training fold: a
+  stationary series' level is often what carries its information);
 - the spread series of every target pair, log A - log B on the days both are published: its
-  changes over the same horizons and its trailing z-score;
+  changes over the same horizons, its trailing z-score and its deviations from trailing
+  exponentially weighted means;
 - revealed labels: the label of date d for lag k enters at t = d + k + 1, the day it is published.
 
 Missing stays NaN here; the windows stage turns it into an explicit mask, never a silent fill.
@@ -65,6 +68,28 @@ def _trailing(series: np.ndarray, window: int, stat: str) -> np.ndarray:
     return out
 
 
+def deviation_kernel(halflife: float) -> np.ndarray:
+    """Weights of the trailing mean that a deviation is taken from, oldest first: decay
+    0.5 ** (1 / halflife) per observation over the last 4 half-lives (15/16 of the infinite
+    average's weight), normalised to sum to 1."""
+    window = max(2, int(np.ceil(4 * halflife)))
+    w = 0.5 ** (np.arange(window - 1, -1, -1) / halflife)
+    return w / w.sum()
+
+
+def _deviation(series: np.ndarray, halflife: float) -> np.ndarray:
+    """The series minus its trailing exponentially weighted mean (needs a full kernel)."""
+    w = deviation_kernel(halflife)
+    out = np.full(series.shape, np.nan)
+    if series.size >= w.size:
+        out[w.size - 1:] = series[w.size - 1:] - np.lib.stride_tricks.sliding_window_view(series, w.size) @ w
+    return out
+
+
+def deviation_name(halflife: float) -> str:
+    return f"dev{halflife:g}"
+
+
 def _scatter(values: np.ndarray, idx: np.ndarray, n: int) -> np.ndarray:
     out = np.full(n, np.nan)
     out[idx] = values
@@ -89,11 +114,15 @@ def column_features(name: str, values: np.ndarray, cfg: FeaturesConfig, kind: st
         ret1 = np.diff(logv, prepend=np.nan)
         out[f"{name}__vol{cfg.vol_window}"] = _scatter(_trailing(ret1[1:], cfg.vol_window, "std"), idx[1:], n)
         out[f"{name}__z{cfg.level_window}"] = _scatter(_trailing(logv, cfg.level_window, "z"), idx, n)
+        for hl in cfg.deviation_halflives:
+            out[f"{name}__{deviation_name(hl)}"] = _scatter(_deviation(logv, hl), idx, n)
     else:
         series = np.log1p(values[idx]) if kind == "volume" else values[idx]
         tag = "dlog1p" if kind == "volume" else "diff"
         out[f"{name}__{tag}"] = _diffs(series, idx, n, [1])[0]
         out[f"{name}__z{cfg.level_window}"] = _scatter(_trailing(series, cfg.level_window, "z"), idx, n)
+        if kind == "level" and cfg.levels:
+            out[f"{name}__level"] = _scatter(series, idx, n)
     return out
 
 
@@ -104,7 +133,7 @@ def family(name: str) -> str:
 
 def spread_features(prices: pl.DataFrame, targets: list[Target], cfg: FeaturesConfig,
                     wanted: set[str] | None = None) -> dict[str, np.ndarray]:
-    """Changes and z-score of log A - log B for every distinct pair of the targets."""
+    """Changes, z-score and deviations of log A - log B for every distinct pair of the targets."""
     out: dict[str, np.ndarray] = {}
     seen = set()
     for t in targets:
@@ -120,6 +149,8 @@ def spread_features(prices: pl.DataFrame, targets: list[Target], cfg: FeaturesCo
         for h, f in zip(cfg.return_horizons, _diffs(spread[idx], idx, n, cfg.return_horizons)):
             out[f"{stem}__chg{h}"] = f
         out[f"{stem}__z{cfg.spread_z_window}"] = _scatter(_trailing(spread[idx], cfg.spread_z_window, "z"), idx, n)
+        for hl in cfg.deviation_halflives:
+            out[f"{stem}__{deviation_name(hl)}"] = _scatter(_deviation(spread[idx], hl), idx, n)
     return out
 
 

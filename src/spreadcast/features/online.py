@@ -11,7 +11,8 @@ same history (tests/test_online.py compares them feature by feature):
   a column, a finite log spread for a pair); on other days all its features are missing;
 - a change over h is taken between observations h apart, a volatility over the last
   `vol_window` one-step changes, a z-score over the last `level_window` (or `spread_z_window`)
-  observations, each missing until that many observations exist;
+  observations, a deviation from the trailing mean over its kernel's observations, each missing
+  until that many observations exist; a level is the last observation;
 - a revealed label at date t is the training label of t - lag - 1 when known, else the value
   published on t (see `targets.publication_date`).
 """
@@ -23,7 +24,7 @@ import numpy as np
 
 from spreadcast.config import FeaturesConfig
 from spreadcast.data.targets import Target, publication_date
-from spreadcast.features.engineer import family
+from spreadcast.features.engineer import deviation_kernel, deviation_name, family
 
 
 @dataclass
@@ -34,12 +35,15 @@ class _Group:
     horizons: list[int]
     vol_window: int                  # 0: no volatility feature
     z_window: int
+    kernels: list[np.ndarray]        # deviation kernels (oldest first), one feature each
+    level: bool                      # the last observation itself, as the final feature
     sources: np.ndarray              # (series, 2) column indices (b = -1 for a column)
     stems: list[str]                 # feature name stem of each series
     suffixes: list[str]              # feature suffixes, in output order
 
     def __post_init__(self):
-        self.depth = max(max(self.horizons) + 1, self.vol_window + 1, self.z_window)
+        self.depth = max(max(self.horizons) + 1, self.vol_window + 1, self.z_window,
+                         *(k.size for k in self.kernels))
         self.buffer = np.full((len(self.stems), self.depth), np.nan)
         self.count = np.zeros(len(self.stems), dtype=np.int64)
 
@@ -93,6 +97,12 @@ class _Group:
             std = window.std(axis=1)
             z = np.where(std > 0, (last - window.mean(axis=1)) / std, 0.0)
             out[rows, column] = np.where(count >= self.z_window, z, np.nan)
+            column += 1
+        for kernel in self.kernels:
+            out[rows, column] = np.where(count >= kernel.size, last - buf[:, -kernel.size:] @ kernel, np.nan)
+            column += 1
+        if self.level:
+            out[rows, column] = last
         return out
 
     def names(self) -> list[str]:
@@ -111,27 +121,32 @@ class OnlineFeatures:
         self.names = list(names)
         wanted = {family(n) for n in names}
         index = {c: i for i, c in enumerate(columns)}
-        recipes: dict[str, tuple] = {
-            "price": ("log", cfg.return_horizons, cfg.vol_window, cfg.level_window,
-                      [f"ret{h}" for h in cfg.return_horizons] + [f"vol{cfg.vol_window}", f"z{cfg.level_window}"]),
-            "volume": ("log1p", [1], 0, cfg.level_window, ["dlog1p", f"z{cfg.level_window}"]),
-            "level": ("none", [1], 0, cfg.level_window, ["diff", f"z{cfg.level_window}"]),
+        kernels = [deviation_kernel(hl) for hl in cfg.deviation_halflives]
+        deviations = [deviation_name(hl) for hl in cfg.deviation_halflives]
+        z_level = f"z{cfg.level_window}"
+        recipes: dict[str, tuple] = {    # transform, horizons, vol window, z window, kernels, level, suffixes
+            "price": ("log", cfg.return_horizons, cfg.vol_window, cfg.level_window, kernels, False,
+                      [f"ret{h}" for h in cfg.return_horizons] + [f"vol{cfg.vol_window}", z_level, *deviations]),
+            "volume": ("log1p", [1], 0, cfg.level_window, [], False, ["dlog1p", z_level]),
+            "level": ("none", [1], 0, cfg.level_window, [], cfg.levels,
+                      ["diff", z_level] + (["level"] if cfg.levels else [])),
         }
         self.groups: list[_Group] = []
-        for kind, (transform, horizons, vol, z, suffixes) in recipes.items():
+        for kind, (transform, horizons, vol, z, kern, level, suffixes) in recipes.items():
             stems = [c for c in columns if c in wanted and kinds.get(c) == kind]
             if stems:
                 sources = np.array([[index[c], -1] for c in stems], dtype=np.int64)
-                self.groups.append(_Group(transform, list(horizons), vol, z, sources, stems, suffixes))
+                self.groups.append(_Group(transform, list(horizons), vol, z, kern, level, sources, stems, suffixes))
         pairs: dict[str, tuple[int, int]] = {}
         for t in targets:
             stem = f"spread[{t.a}|{t.b}]"
             if t.b is not None and cfg.spreads and stem in wanted and stem not in pairs:
                 pairs[stem] = (index[t.a], index[t.b])
         if pairs:
-            self.groups.append(_Group("spread", list(cfg.return_horizons), 0, cfg.spread_z_window,
+            self.groups.append(_Group("spread", list(cfg.return_horizons), 0, cfg.spread_z_window, kernels, False,
                                       np.array(list(pairs.values()), dtype=np.int64), list(pairs),
-                                      [f"chg{h}" for h in cfg.return_horizons] + [f"z{cfg.spread_z_window}"]))
+                                      [f"chg{h}" for h in cfg.return_horizons] + [f"z{cfg.spread_z_window}",
+                                                                                  *deviations]))
         # where each group's outputs and each revealed label go in `names`
         position = {n: i for i, n in enumerate(self.names)}
         self._scatter = []

@@ -1,0 +1,109 @@
+"""Walk-forward validation: choices scored on expanding-window folds of the training days.
+
+    rows (training days, oldest first):  [ ........ fit ........ ] embargo [ fold k ]
+
+The last `n_folds` equal blocks of the rows are the test folds; each is forecast by a fit on
+every row before it, less an embargo (>= max lag + 1 days, so no label of a fit row reaches into
+the fold). A choice is scored by its mean Sharpe over the folds, never on the days it is then
+judged on (validation, holdout).
+
+`select_ridge` chooses the ridge's penalty and the half-life of its sample weights (recent days
+count more: what was true early may have turned) this way; the candidates come from
+`params.yaml`, the choice from the data.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from spreadcast.errors import SplitError
+from spreadcast.evaluation import metric
+
+
+def folds(rows: np.ndarray, n_folds: int, embargo: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(fit rows, test rows) of each fold, oldest fold first; the first fit has at least as many
+    rows as a fold."""
+    rows = np.asarray(rows)
+    size = rows.size // (n_folds + 1)
+    if n_folds < 1 or size < 10:
+        raise SplitError(f"{rows.size} rows cannot make {n_folds} walk-forward folds of at least 10 days")
+    out = []
+    for k in range(n_folds):
+        test = rows[rows.size - (n_folds - k) * size: rows.size - (n_folds - k - 1) * size]
+        fit = rows[rows < test[0] - embargo]
+        out.append((fit, test))
+    return out
+
+
+def recency_weights(rows: np.ndarray, halflife: float) -> np.ndarray:
+    """Sample weights halving every `halflife` days back from the last row (0: all equal),
+    scaled to mean 1."""
+    if halflife <= 0:
+        return np.ones(rows.size)
+    w = 0.5 ** ((rows.max() - rows) / halflife)
+    return w / w.mean()
+
+
+class _RidgePath:
+    """Weighted ridge fits for several penalties from one eigendecomposition.
+
+    Penalty `alpha` means alpha * n on the centred Gram matrix, as `baseline.fit_ridge`; missing
+    labels count as the (weighted) mean."""
+
+    def __init__(self, x: np.ndarray, y: np.ndarray, weights: np.ndarray):
+        w = weights / weights.sum()
+        self.n = len(x)
+        self.x_mean = w @ x
+        y0 = np.nan_to_num(y, nan=0.0)
+        self.y_mean = w @ y0
+        xc = (x - self.x_mean) * np.sqrt(w * self.n)[:, None]
+        yc = (y0 - self.y_mean) * np.sqrt(w * self.n)[:, None]
+        self.s, self.v = np.linalg.eigh(xc.T @ xc)
+        self.vty = self.v.T @ (xc.T @ yc)
+
+    def fit(self, alpha: float) -> tuple[np.ndarray, np.ndarray]:
+        weights = self.v @ (self.vty / (np.maximum(self.s, 0.0) + alpha * self.n)[:, None])
+        return weights, self.y_mean - self.x_mean @ weights
+
+
+def fit_ridge(x: np.ndarray, y: np.ndarray, alpha: float, rows: np.ndarray, halflife: float):
+    """Weights (F x T) and intercept (T,) of the ridge on rows of x, y with recency weights."""
+    return _RidgePath(x[rows], y[rows], recency_weights(rows, halflife)).fit(alpha)
+
+
+@dataclass
+class RidgeChoice:
+    alpha: float
+    halflife: float
+    scores: list[dict]        # every candidate: alpha, halflife, per-fold Sharpe, mean
+
+    def to_dict(self) -> dict:
+        return {"alpha": self.alpha, "halflife": self.halflife, "candidates": self.scores}
+
+
+def select_ridge(x: np.ndarray, y: np.ndarray, labels: np.ndarray, rows: np.ndarray, alphas: list[float],
+                 halflives: list[float], n_folds: int, embargo: int) -> RidgeChoice:
+    """The ridge penalty and recency half-life with the best mean walk-forward Sharpe over `rows`.
+
+    `y` is what the ridge fits (the standardised labels), `labels` what the folds are scored on
+    (the raw labels, ranked daily by the metric). A tie goes to the larger penalty, then to the
+    longer memory (the simpler fit)."""
+    splits = folds(rows, n_folds, embargo)
+    table = {(a, h): [] for a in alphas for h in halflives}
+    for fit_rows, test_rows in splits:
+        for h in halflives:
+            path = _RidgePath(x[fit_rows], y[fit_rows], recency_weights(fit_rows, h))
+            for a in alphas:
+                w, b = path.fit(a)
+                table[(a, h)].append(metric.summary(labels[test_rows], x[test_rows] @ w + b)["sharpe"])
+    scores = [{"alpha": a, "halflife": h, "fold_sharpe": [round(float(s), 4) for s in v],
+               "mean_sharpe": round(float(np.nanmean(v)), 4)} for (a, h), v in table.items()]
+
+    def key(entry):
+        memory = float("inf") if entry["halflife"] <= 0 else entry["halflife"]
+        mean = entry["mean_sharpe"] if np.isfinite(entry["mean_sharpe"]) else -np.inf
+        return (mean, entry["alpha"], memory)
+
+    best = max(scores, key=key)
+    return RidgeChoice(alpha=float(best["alpha"]), halflife=float(best["halflife"]), scores=scores)

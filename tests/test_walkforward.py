@@ -1,0 +1,63 @@
+"""Walk-forward folds and the ridge they choose."""
+import numpy as np
+import pytest
+
+from spreadcast.errors import SplitError
+from spreadcast.evaluation.baseline import fit_ridge as plain_ridge
+from spreadcast.evaluation.walkforward import fit_ridge, folds, recency_weights, select_ridge
+
+
+def test_folds_expand_forward_with_an_embargo():
+    rows = np.arange(3, 403)
+    out = folds(rows, n_folds=3, embargo=5)
+    assert len(out) == 3
+    tests = np.concatenate([t for _, t in out])
+    np.testing.assert_array_equal(tests, rows[-300:])            # the last 3 blocks of 100, in order
+    for fit, test in out:
+        assert fit.max() == test[0] - 6                         # the embargo: 5 days between
+        assert fit.min() == rows[0] and fit.size >= 94
+    with pytest.raises(SplitError, match="cannot make 3 walk-forward folds"):
+        folds(np.arange(30), n_folds=3, embargo=5)
+
+
+def test_equal_weights_match_the_plain_ridge():
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(200, 6)), rng.normal(size=(200, 3))
+    y[5, 1] = np.nan
+    rows = np.arange(20, 200)
+    w, b = fit_ridge(x, y, 3.0, rows, halflife=0.0)
+    w0, b0 = plain_ridge(x[rows], y[rows], 3.0)
+    np.testing.assert_allclose(w, w0, atol=1e-10)
+    np.testing.assert_allclose(b, b0, atol=1e-10)
+    weights = recency_weights(rows, 50.0)
+    assert weights.mean() == pytest.approx(1.0) and weights[-1] == pytest.approx(2 * weights[-51])
+
+
+def _market(flip_at: int, days=900, n_features=8, n_targets=40, seed=1):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(days, n_features))
+    beta = rng.normal(size=(n_features, n_targets))
+    sign = np.where(np.arange(days) < flip_at, 1.0, -1.0)[:, None]
+    y = 0.3 * sign * (x @ beta) + rng.normal(size=(days, n_targets))
+    return x, y
+
+
+def test_recency_is_chosen_where_the_relation_turned_and_not_where_it_held():
+    x, y = _market(flip_at=450)
+    turned = select_ridge(x, y, y, np.arange(900), [1.0], [0.0, 100.0], n_folds=3, embargo=5)
+    assert turned.halflife == 100.0
+    x, y = _market(flip_at=10_000)
+    held = select_ridge(x, y, y, np.arange(900), [1.0], [0.0, 100.0], n_folds=3, embargo=5)
+    assert held.halflife == 0.0
+    assert {c["halflife"] for c in held.scores} == {0.0, 100.0} and all(len(c["fold_sharpe"]) == 3 for c in held.scores)
+
+
+def test_the_penalty_follows_the_signal():
+    """Many inputs and few rows: pure noise wants the largest penalty, a strong signal a small one."""
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(400, 60))
+    noise = rng.normal(size=(400, 30))
+    alphas = [0.01, 100.0]
+    assert select_ridge(x, noise, noise, np.arange(400), alphas, [0.0], 3, 5).alpha == 100.0
+    signal = x @ rng.normal(size=(60, 30)) + 0.5 * noise
+    assert select_ridge(x, signal, signal, np.arange(400), alphas, [0.0], 3, 5).alpha == 0.01
