@@ -1,10 +1,9 @@
 """Engineer features from published prices and screen them on the training fold.
 
-usage: python stages/prescreen.py --data artifacts/data --out artifacts/features
+usage: python stages/prescreen.py --data artifacts/data --splits artifacts/splits --out artifacts/features
 """
 import dataclasses
 
-import numpy as np
 import polars as pl
 
 from spreadcast import cli, config
@@ -12,23 +11,23 @@ from spreadcast.data.ingest import load_ingested
 from spreadcast.data.layout import DATE
 from spreadcast.features.engineer import column_kinds, engineer
 from spreadcast.features.prescreen import prescreen
-from spreadcast.features.splits import make_splits
+from spreadcast.features import splits as date_splits
 from spreadcast.io import atomic_dir, write_json
 
 
 def main() -> None:
     p = cli.parser(__doc__)
     p.add_input("--data")
+    p.add_input("--splits")
     p.add_output("--out")
     args = p.parse_args()
     feat_cfg = config.load("features", args.params)
     cfg = config.load("prescreen", args.params)
-    win_cfg = config.load("windows", args.params)
 
     data = load_ingested(args.data)
     kinds = column_kinds(data.prices)
     names, matrix = engineer(data.prices, feat_cfg, data.targets, data.labels, data.revealed, kinds)
-    splits = make_splits(np.isfinite(data.labels).any(axis=1), win_cfg, data.max_lag)
+    splits = date_splits.load(args.splits, data.date_ids)
     kept, report = prescreen(matrix[splits.train], names, data.labels[splits.train], cfg)
     print(f"prescreen: {len(names)} engineered features, {len(kept)} kept "
           f"(training fold: {splits.train.size} days)")

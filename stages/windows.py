@@ -1,22 +1,21 @@
 """Export the scaled feature matrix, labels, masks, date ids and the date splits.
 
 usage: python stages/windows.py --data artifacts/data --features artifacts/features \
-           --scaling artifacts/scaling --out artifacts/tensors
+           --scaling artifacts/scaling --splits artifacts/splits --out artifacts/tensors
 """
 from pathlib import Path
 
-import numpy as np
 
 from spreadcast import cli, config
 from spreadcast.data.ingest import load_ingested
 from spreadcast.features import scaling, windows
-from spreadcast.features.splits import make_splits
+from spreadcast.features import splits as date_splits
 from spreadcast.io import atomic_dir, read_json, write_json
 
 
 def main() -> None:
     p = cli.parser(__doc__)
-    for name in ("--data", "--features", "--scaling"):
+    for name in ("--data", "--splits", "--features", "--scaling"):
         p.add_input(name)
     p.add_output("--out")
     args = p.parse_args()
@@ -24,7 +23,7 @@ def main() -> None:
 
     data = load_ingested(args.data, prices=False)
     scaler = scaling.Scaler.from_dict(read_json(Path(args.scaling) / "scaling.json"))
-    splits = make_splits(np.isfinite(data.labels).any(axis=1), cfg, data.max_lag)
+    splits = date_splits.load(args.splits, data.date_ids)
     scaled, missing = scaler.transform_parquet(Path(args.features) / "features.parquet")
     with atomic_dir(args.out) as tmp:
         windows.export(tmp, features=scaled, missing=missing, labels=data.labels / scaler.target_scale,

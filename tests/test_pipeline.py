@@ -1,11 +1,17 @@
 """End to end: the real `dvc repro` on a tiny generated config, in a temporary copy."""
 import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import polars as pl
 import yaml
 
-from conftest import dvc
+from conftest import dvc, dvc_env
+
+
+def dvc_bin() -> Path:
+    return Path(sys.executable).parent / "dvc"
 
 
 def test_submission_shape_columns_finite(tiny_project):
@@ -92,3 +98,25 @@ def test_prune_by_validation_keeps_the_best_candidate_count(tiny_project, tmp_pa
     best = max(tried, key=lambda k: (tried[k], -k))
     assert len(registry["features"]) == best
     assert "validation Sharpe of the re-solved linear path" in out.stdout
+
+
+def test_a_failed_stage_leaves_its_previous_outputs_in_place(tiny_project):
+    """DVC removes a stage's outputs before running it unless they persist; every output does,
+    and every stage writes atomically, so a failure keeps the last good outputs and a rerun
+    with the same settings has nothing to do."""
+    project = tiny_project
+    metrics = project / "artifacts/metrics/evaluate.json"
+    before = metrics.read_bytes(), sorted(p.name for p in (project / "artifacts/evaluate").iterdir())
+    original = (project / "params.yaml").read_text()
+    params = yaml.safe_load(original)
+    params["evaluate"]["rolling_window"] = 0                       # refused by the stage's config check
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    try:
+        failed = subprocess.run([str(dvc_bin()), "repro", "evaluate"], cwd=project, capture_output=True,
+                                text=True, env=dvc_env(project))
+        assert failed.returncode != 0
+        assert "evaluate.rolling_window" in failed.stdout + failed.stderr
+        assert (metrics.read_bytes(), sorted(p.name for p in (project / "artifacts/evaluate").iterdir())) == before
+    finally:
+        (project / "params.yaml").write_text(original)
+    assert "up to date" in dvc(project, "status")

@@ -6,15 +6,22 @@ Split layout over the labelled days, oldest first:
 
 The embargo (>= max lag + 1 days) keeps every label of one split from using prices that fall
 inside the next.
+
+The `split` stage computes them once (`make_splits`) and writes `splits.json`; every stage after
+it reads that file (`load`), which also checks that it was made on the same date axis.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
 from spreadcast.config import WindowsConfig
 from spreadcast.errors import SplitError
+from spreadcast.io import read_json, write_json
+
+SPLITS_FILE = "splits.json"
 
 
 @dataclass
@@ -28,6 +35,24 @@ class Splits:
             return {"rows": int(rows.size),
                     "date_ids": [int(date_ids[rows[0]]), int(date_ids[rows[-1]])] if rows.size else None}
         return {"train": describe(self.train), "val": describe(self.val), "holdout": describe(self.holdout)}
+
+    def save(self, folder: str | Path, date_ids: np.ndarray, **settings) -> None:
+        """`folder/splits.json`: the rows of each split, the date axis they index, the settings."""
+        write_json(Path(folder) / SPLITS_FILE, {
+            "axis": {"rows": int(len(date_ids)), "first": int(date_ids[0]), "last": int(date_ids[-1])},
+            "settings": settings, "summary": self.to_dict(date_ids),
+            "rows": {name: getattr(self, name).tolist() for name in ("train", "val", "holdout")}})
+
+
+def load(folder: str | Path, date_ids: np.ndarray) -> Splits:
+    """The splits the `split` stage wrote into `folder`, checked against the date axis `date_ids`."""
+    path = Path(folder) / SPLITS_FILE
+    saved = read_json(path)
+    axis = {"rows": int(len(date_ids)), "first": int(date_ids[0]), "last": int(date_ids[-1])}
+    if saved["axis"] != axis:
+        raise SplitError(f"{path} was made on a date axis of {saved['axis']}, the data has {axis}; "
+                         f"rerun the split stage (dvc repro split)")
+    return Splits(**{name: np.asarray(saved["rows"][name], dtype=np.int64) for name in ("train", "val", "holdout")})
 
 
 def make_splits(labelled: np.ndarray, cfg: WindowsConfig, max_lag: int) -> Splits:
