@@ -25,11 +25,11 @@ from spreadcast.evaluation.baseline import const_rank, predict_ridge
 from spreadcast.evaluation.report import compare, has_signal, oracle_for, oracle_table
 from spreadcast.features import windows
 from spreadcast.io import atomic_dir, load_array, read_json, write_json
+from spreadcast.model.net import SPARSE_GATE
 from spreadcast.evaluation.blend import prior_series
 from spreadcast.serve.predictor import load_blend, load_heads, predict_rows
 
 
-SPARSE_GATE = 0.1     # a feature whose gate is below this counts as switched off (`sparsity`)
 
 
 def main() -> None:

@@ -41,6 +41,9 @@ class ModelConfig:
         return asdict(self)
 
 
+SPARSE_GATE = 0.1     # a feature whose gate is below this counts as switched off (gate sparsity)
+
+
 class FeatureGate(nn.Module):
     def __init__(self, *, n_features: int, init: float = 2.0):
         super().__init__()

@@ -28,7 +28,7 @@ from spreadcast.features.windows import HeadData
 from spreadcast.io import sha256_bytes, sha256_file
 from spreadcast.model import checkpoint, losses
 from spreadcast.model.inference import predict
-from spreadcast.model.net import SpreadTransformer
+from spreadcast.model.net import SPARSE_GATE, SpreadTransformer
 from spreadcast.training import distributed
 from spreadcast.training.device import amp_dtype, place_windows, set_precision
 from spreadcast.training.distributed import SINGLE, Context
@@ -120,6 +120,196 @@ def activation_stats(model: SpreadTransformer, x: torch.Tensor, m: torch.Tensor)
             for name, t in acts.items() for stat in ("mean", "std", "min", "max")}
 
 
+@dataclass
+class _Progress:
+    """Where a run stands after an epoch; saved with the `last` checkpoint so that a killed run
+    resumes from it."""
+
+    epoch: int = 0                          # epochs done
+    step: int = 0                           # optimiser steps done
+    norm: tuple[float, float] = (1.0, 1.0)  # regression and rank loss at the start
+    best: float = -math.inf                 # best validation Sharpe so far
+    best_epoch: int = -1
+    stale: int = 0                          # epochs since the best
+    history: list = dataclasses.field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return {"epoch": self.epoch, "step": self.step, "norm": list(self.norm), "best": self.best,
+                "best_epoch": self.best_epoch, "stale": self.stale, "history": self.history}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "_Progress":
+        return cls(epoch=d["epoch"], step=d["step"], norm=tuple(d["norm"]), best=d["best"],
+                   best_epoch=d["best_epoch"], stale=d["stale"], history=list(d["history"]))
+
+
+class _Run:
+    """One call of `fit`: the optimiser, schedule and loss of a model on its data, and the
+    parts of an epoch (`start`, `train_epoch`, `validate`, `save`, `finish`)."""
+
+    def __init__(self, model: SpreadTransformer, data: HeadData, cfg: TrainConfig, out: Path, meta: dict,
+                 epochs: int, lr: float, groups: dict[str, torch.Tensor] | None, ctx: Context):
+        self.model, self.cfg, self.out, self.ctx, self.groups = model, cfg, out, ctx, groups or {}
+        self.epochs, self.base_lr = epochs, lr
+        self.device = next(model.parameters()).device
+        self.autocast, self.scaler = autocast_context(self.device, cfg.amp)
+        set_precision(self.device, cfg.tf32, cfg.amp)
+        self.optimizer = torch.optim.AdamW(_param_groups(model, cfg.weight_decay, cfg.gate_lr_mult,
+                                                         cfg.linear_lr_mult), lr=lr,
+                                           fused=self.device.type == "cuda")     # one kernel per step on a GPU
+        self.generator = torch.Generator().manual_seed(cfg.seed)
+        self.n = len(data.train_rows)
+        self.steps_per_epoch = math.ceil(self.n / cfg.batch_size)
+        self.total = epochs * self.steps_per_epoch
+        self.warmup = cfg.warmup_epochs * self.steps_per_epoch
+        self.rank_scale = (data.target_scale / data.target_scale.mean()).to(self.device)
+        self.run_meta = {**meta, "fit": {"epochs": epochs, "lr": lr}}
+        windows, _ = place_windows(data.windows, self.device, cfg.windows_on_device)
+        self.data = dataclasses.replace(data, windows=windows)
+        self.pin = cfg.pin_memory and self.device.type == "cuda" and windows.device.type != "cuda"
+        self.say = print if ctx.main else (lambda *a, **k: None)
+
+    def terms(self, rows: np.ndarray, net: torch.nn.Module):
+        """Regression, rank and gate loss of a batch, and each target group's regression loss."""
+        cfg, device = self.cfg, self.device
+        x, m, y = self.data.windows.batch(rows)
+        if self.pin:             # page-locked host memory: the copies below overlap compute
+            x, m, y = x.pin_memory(), m.pin_memory(), y.pin_memory()
+        x, m, y = (t.to(device, non_blocking=self.pin) for t in (x, m, y))
+        have = ~torch.isnan(y)
+        with self.autocast():
+            forecast, score = net(x, m)
+        forecast, score = forecast.float(), score.float()
+        regression = losses.huber(forecast, y, have, cfg.huber_delta)
+        if cfg.regression_loss == "hybrid":
+            regression = 0.5 * regression + 0.5 * losses.mse(forecast, y, have)
+        with torch.no_grad():
+            parts = {name: losses.huber(forecast[:, mask], y[:, mask], have[:, mask], cfg.huber_delta).item()
+                     for name, mask in self.groups.items()}
+        return (regression, losses.pairwise_rank(score, y * self.rank_scale, have),
+                losses.gate_l1(self.model.gate.values()), parts)
+
+    def start(self, live) -> _Progress:
+        """The progress of the `last` checkpoint of this very run, restored with its optimiser,
+        scaler and RNG states, or a fresh start: each loss term normalised by its magnitude on
+        the first batches, so neither silences the other."""
+        resumed = _resumable(self.out, self.run_meta)
+        if resumed is not None:
+            self.model.load_state_dict(resumed["model"])
+            self.optimizer.load_state_dict(resumed["optimizer"])
+            self.scaler.load_state_dict(resumed["scaler"])
+            self.generator.set_state(resumed["generator"])
+            torch.set_rng_state(resumed["rng"])
+            progress = _Progress.from_dict(resumed["progress"])
+            self.say(f"  resuming after epoch {progress.epoch} from {self.out / 'last.pt'}", flush=True)
+            for record in progress.history:
+                _log(live, record)
+            return progress
+        with torch.no_grad():
+            self.model.train()
+            h0, r0, _, _ = self.terms(self.data.train_rows[:min(self.n, 4 * self.cfg.batch_size)], self.model)
+        return _Progress(norm=(max(h0.item(), 1e-8), max(r0.item(), 1e-8)))
+
+    def train_epoch(self, epoch: int, progress: _Progress, net: torch.nn.Module) -> tuple[np.ndarray, dict]:
+        """One pass over the training rows in a seeded order; the mean of each weighted loss term
+        and each group's summed regression loss."""
+        cfg, optimizer = self.cfg, self.optimizer
+        gw = losses.gate_weight(cfg.gate_l1, epoch, cfg.gate_warmup_epochs)
+        order = self.data.train_rows[torch.randperm(self.n, generator=self.generator).numpy()]
+        sums = np.zeros(3)
+        group_sums = dict.fromkeys(self.groups, 0.0)
+        bar = tqdm(range(self.steps_per_epoch), desc=f"epoch {epoch + 1}/{self.epochs}", leave=False,
+                   disable=not (self.ctx.main and sys.stderr.isatty()))
+        for b in bar:
+            rows = order[b * cfg.batch_size:(b + 1) * cfg.batch_size]
+            lr_now = lr_at(progress.step, self.total, self.warmup, self.base_lr, cfg.schedule)
+            for group in optimizer.param_groups:
+                group["lr"] = lr_now * group["lr_mult"]
+            h, r, g, group_parts = self.terms(self.ctx.shard(rows), net)
+            for name, value in group_parts.items():
+                group_sums[name] += value
+            weighted = torch.stack([h / progress.norm[0], cfg.rank_weight * r / progress.norm[1], gw * g])
+            loss = weighted.sum()
+            optimizer.zero_grad(set_to_none=True)
+            self.scaler.scale(loss).backward()
+            self.scaler.unscale_(optimizer)
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+            self.scaler.step(optimizer)
+            self.scaler.update()
+            sums += self.ctx.mean(weighted.detach()).cpu().numpy()
+            progress.step += 1
+            bar.set_postfix(loss=f"{loss.item():.4f}")
+        return sums / self.steps_per_epoch, group_sums
+
+    def validate(self, epoch: int, parts: np.ndarray, group_sums: dict, step: int) -> dict:
+        """The epoch's record: losses and their shares, validation metric, gates, schedule."""
+        model, cfg = self.model, self.cfg
+        val = evaluate_head(model, self.data, self.data.val_rows, cfg.batch_size, self.autocast)
+        gates = model.gate.values().detach().cpu()
+        record = {
+            "epoch": epoch + 1, "loss": float(parts.sum()),
+            "loss_regression": float(parts[0]), "loss_rank": float(parts[1]), "loss_gate": float(parts[2]),
+            **{f"share_{k}": float(v / max(parts.sum(), 1e-12))
+               for k, v in zip(("regression", "rank", "gate"), parts)},
+            "val_sharpe": val["sharpe"], "val_ic": val["ic_mean"],
+            "val_pred_spread": val["pred_spread"], "val_collapsed_days": val["collapsed_days"],
+            "gate_mean": float(gates.mean()), "gate_sparsity": float((gates < SPARSE_GATE).float().mean()),
+            "lr": lr_at(max(step - 1, 0), self.total, self.warmup, self.base_lr, cfg.schedule),
+            "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
+            **{f"loss_regression_{name}": v / self.steps_per_epoch for name, v in group_sums.items()},
+        }
+        if cfg.activation_stats:
+            x, m, _ = self.data.windows.batch(self.data.val_rows[:cfg.batch_size])
+            model.eval()
+            record.update(activation_stats(model, x.to(self.device), m.to(self.device)))
+        if val["collapsed_days"] and self.ctx.main:
+            warnings.warn(f"epoch {epoch + 1}: forecasts collapsed on {val['collapsed_days']} validation days")
+        self.say(f"  epoch {epoch + 1:>3}/{self.epochs}  loss {record['loss']:.4f} "
+                 f"(regression {record['share_regression']:.0%}, rank {record['share_rank']:.0%}, "
+                 f"gate {record['share_gate']:.0%})  val sharpe {val['sharpe']:+.3f}  ic {val['ic_mean']:+.4f}",
+                 flush=True)
+        return record
+
+    def save(self, progress: _Progress, record: dict) -> None:
+        """Account for the epoch just validated: `best` when it is the best so far, `last` always."""
+        score = record["val_sharpe"] if np.isfinite(record["val_sharpe"]) else -math.inf
+        epoch = record["epoch"]
+        progress.epoch = epoch
+        if score > progress.best:
+            progress.best, progress.best_epoch, progress.stale = score, epoch, 0
+            if self.ctx.main:
+                checkpoint.save(self.out / "best", {"model": self.model.state_dict(), "epoch": epoch},
+                                {**self.run_meta, "epoch": epoch, "val_sharpe": score})
+        else:
+            progress.stale += 1
+        if self.ctx.main:
+            checkpoint.save(self.out / "last", {"model": self.model.state_dict(),
+                                                "optimizer": self.optimizer.state_dict(),
+                                                "scaler": self.scaler.state_dict(),
+                                                "generator": self.generator.get_state(),
+                                                "rng": torch.get_rng_state(), "progress": progress.to_dict()},
+                            {**self.run_meta, "epoch": epoch, "val_sharpe": score})
+        if progress.stale >= self.cfg.patience:
+            self.say(f"  early stop: no validation gain for {self.cfg.patience} epochs", flush=True)
+
+    def finish(self, progress: _Progress, keep: str) -> dict:
+        """Load the kept checkpoint (`best` or `last`), check it did not collapse; the summary."""
+        model, ctx, history = self.model, self.ctx, progress.history
+        if progress.best_epoch < 0 and ctx.main:
+            checkpoint.save(self.out / "best", {"model": model.state_dict(), "epoch": len(history)},
+                            {**self.run_meta, "epoch": len(history), "val_sharpe": None})
+        ctx.barrier()                            # rank 0's checkpoints are complete
+        state, _ = checkpoint.load(self.out / keep)
+        model.load_state_dict(state["model"])
+        ctx.barrier()                            # every rank has read them before they are moved
+        final = evaluate_head(model, self.data, self.data.val_rows, self.cfg.batch_size, self.autocast)
+        if final["pred_spread"] < COLLAPSE_STD:
+            raise CollapseError(f"final model collapsed: median cross-target spread of forecasts "
+                                f"{final['pred_spread']:.2e} < {COLLAPSE_STD:.0e} on validation")
+        return {"best_epoch": progress.best_epoch, "epochs_run": len(history), "val": final, "history": history,
+                "collapsed_epochs": sum(1 for r in history if r["val_collapsed_days"])}
+
+
 def fit(model: SpreadTransformer, data: HeadData, cfg: TrainConfig, out: Path, meta: dict,
         live=None, epochs: int | None = None, lr: float | None = None,
         on_epoch=None, groups: dict[str, torch.Tensor] | None = None, keep: str = "best",
@@ -136,161 +326,27 @@ def fit(model: SpreadTransformer, data: HeadData, cfg: TrainConfig, out: Path, m
     Under several processes (`ctx`), each takes its share of every batch and
     DistributedDataParallel averages the gradients; only rank 0 prints and writes.
     """
-    epochs = cfg.epochs if epochs is None else epochs
-    base_lr = cfg.lr if lr is None else lr
-    device = next(model.parameters()).device
-    autocast, scaler = autocast_context(device, cfg.amp)
-    set_precision(device, cfg.tf32, cfg.amp)
-    optimizer = torch.optim.AdamW(_param_groups(model, cfg.weight_decay, cfg.gate_lr_mult,
-                                                cfg.linear_lr_mult), lr=base_lr,
-                                  fused=device.type == "cuda")     # one kernel per step on a GPU
-    generator = torch.Generator().manual_seed(cfg.seed)
-    n = len(data.train_rows)
-    steps_per_epoch = math.ceil(n / cfg.batch_size)
-    total = epochs * steps_per_epoch
-    warmup = cfg.warmup_epochs * steps_per_epoch
-    rank_scale = data.target_scale / data.target_scale.mean()
-    run_meta = {**meta, "fit": {"epochs": epochs, "lr": base_lr}}
-    windows, _ = place_windows(data.windows, device, cfg.windows_on_device)
-    data = dataclasses.replace(data, windows=windows)
-    pin = cfg.pin_memory and device.type == "cuda" and windows.device.type != "cuda"
-    say = print if ctx.main else (lambda *a, **k: None)
-
-    def terms(rows: np.ndarray, net: torch.nn.Module = model):
-        x, m, y = data.windows.batch(rows)
-        if pin:                  # page-locked host memory: the copies below overlap compute
-            x, m, y = x.pin_memory(), m.pin_memory(), y.pin_memory()
-        x, m, y = (t.to(device, non_blocking=pin) for t in (x, m, y))
-        have = ~torch.isnan(y)
-        with autocast():
-            forecast, score = net(x, m)
-        forecast, score = forecast.float(), score.float()
-        regression = losses.huber(forecast, y, have, cfg.huber_delta)
-        if cfg.regression_loss == "hybrid":
-            regression = 0.5 * regression + 0.5 * losses.mse(forecast, y, have)
-        with torch.no_grad():
-            parts = {name: losses.huber(forecast[:, mask], y[:, mask], have[:, mask], cfg.huber_delta).item()
-                     for name, mask in (groups or {}).items()}
-        return (regression, losses.pairwise_rank(score, y * rank_scale.to(device), have),
-                losses.gate_l1(model.gate.values()), parts)
-
-    resumed = _resumable(out, run_meta)
-    if resumed is not None:
-        progress = resumed["progress"]
-        model.load_state_dict(resumed["model"])
-        optimizer.load_state_dict(resumed["optimizer"])
-        scaler.load_state_dict(resumed["scaler"])
-        generator.set_state(resumed["generator"])
-        torch.set_rng_state(resumed["rng"])
-        norm = tuple(progress["norm"])
-        best, best_epoch, stale = progress["best"], progress["best_epoch"], progress["stale"]
-        history, start, step = list(progress["history"]), progress["epoch"], progress["step"]
-        say(f"  resuming after epoch {start} from {out / 'last.pt'}", flush=True)
-        for record in history:
-            _log(live, record)
-    else:
-        # Normalise each task by its magnitude at the start, so neither silences the other.
-        with torch.no_grad():
-            model.train()
-            h0, r0, _, _ = terms(data.train_rows[:min(n, 4 * cfg.batch_size)])
-        norm = (max(h0.item(), 1e-8), max(r0.item(), 1e-8))
-        best, best_epoch, stale, history, start, step = -math.inf, -1, 0, [], 0, 0
-
+    run = _Run(model, data, cfg, out, meta, cfg.epochs if epochs is None else epochs,
+               cfg.lr if lr is None else lr, groups, ctx)
+    progress = run.start(live)
     net, trainable = model, None
-    for epoch in range(start, epochs):
-        if stale >= cfg.patience:
+    for epoch in range(progress.epoch, run.epochs):
+        if progress.stale >= cfg.patience:
             break
         model.train()
         if on_epoch is not None:
             on_epoch(epoch, model)
         now_trainable = tuple(p.requires_grad for p in model.parameters())
         if now_trainable != trainable:       # DDP and compile see the parameters that train now
-            net, trainable = distributed.wrap(model, ctx, device), now_trainable
+            net, trainable = distributed.wrap(model, ctx, run.device), now_trainable
             if cfg.compile:
                 net = torch.compile(net)
-        gw = losses.gate_weight(cfg.gate_l1, epoch, cfg.gate_warmup_epochs)
-        order = data.train_rows[torch.randperm(n, generator=generator).numpy()]
-        sums = np.zeros(3)
-        group_sums = dict.fromkeys(groups or {}, 0.0)
-        bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{epochs}", leave=False,
-                   disable=not (ctx.main and sys.stderr.isatty()))
-        for b in bar:
-            rows = order[b * cfg.batch_size:(b + 1) * cfg.batch_size]
-            lr_now = lr_at(step, total, warmup, base_lr, cfg.schedule)
-            for group in optimizer.param_groups:
-                group["lr"] = lr_now * group["lr_mult"]
-            h, r, g, group_parts = terms(ctx.shard(rows), net)
-            for name, value in group_parts.items():
-                group_sums[name] += value
-            weighted = torch.stack([h / norm[0], cfg.rank_weight * r / norm[1], gw * g])
-            loss = weighted.sum()
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.unscale_(optimizer)
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            scaler.step(optimizer)
-            scaler.update()
-            sums += ctx.mean(weighted.detach()).cpu().numpy()
-            step += 1
-            bar.set_postfix(loss=f"{loss.item():.4f}")
-        parts = sums / steps_per_epoch
-        val = evaluate_head(model, data, data.val_rows, cfg.batch_size, autocast)
-        gates = model.gate.values().detach().cpu()
-        record = {
-            "epoch": epoch + 1, "loss": float(parts.sum()),
-            "loss_regression": float(parts[0]), "loss_rank": float(parts[1]), "loss_gate": float(parts[2]),
-            **{f"share_{k}": float(v / max(parts.sum(), 1e-12))
-               for k, v in zip(("regression", "rank", "gate"), parts)},
-            "val_sharpe": val["sharpe"], "val_ic": val["ic_mean"],
-            "val_pred_spread": val["pred_spread"], "val_collapsed_days": val["collapsed_days"],
-            "gate_mean": float(gates.mean()), "gate_sparsity": float((gates < 0.1).float().mean()),
-            "lr": lr_at(max(step - 1, 0), total, warmup, base_lr, cfg.schedule),
-            "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
-            **{f"loss_regression_{name}": v / steps_per_epoch for name, v in group_sums.items()},
-        }
-        if cfg.activation_stats:
-            x, m, _ = data.windows.batch(data.val_rows[:cfg.batch_size])
-            model.eval()
-            record.update(activation_stats(model, x.to(device), m.to(device)))
-        history.append(record)
-        if val["collapsed_days"] and ctx.main:
-            warnings.warn(f"epoch {epoch + 1}: forecasts collapsed on {val['collapsed_days']} validation days")
-        say(f"  epoch {epoch + 1:>3}/{epochs}  loss {record['loss']:.4f} "
-              f"(regression {record['share_regression']:.0%}, rank {record['share_rank']:.0%}, "
-              f"gate {record['share_gate']:.0%})  val sharpe {val['sharpe']:+.3f}  ic {val['ic_mean']:+.4f}",
-              flush=True)
+        parts, group_sums = run.train_epoch(epoch, progress, net)
+        record = run.validate(epoch, parts, group_sums, progress.step)
+        progress.history.append(record)
         _log(live, record)
-        score = val["sharpe"] if np.isfinite(val["sharpe"]) else -math.inf
-        if score > best:
-            best, best_epoch, stale = score, epoch + 1, 0
-            if ctx.main:
-                checkpoint.save(out / "best", {"model": model.state_dict(), "epoch": epoch + 1},
-                                {**run_meta, "epoch": epoch + 1, "val_sharpe": score})
-        else:
-            stale += 1
-        progress = {"epoch": epoch + 1, "step": step, "norm": list(norm), "best": best,
-                    "best_epoch": best_epoch, "stale": stale, "history": history}
-        if ctx.main:
-            checkpoint.save(out / "last", {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                                           "scaler": scaler.state_dict(), "generator": generator.get_state(),
-                                           "rng": torch.get_rng_state(), "progress": progress},
-                            {**run_meta, "epoch": epoch + 1, "val_sharpe": score})
-        if stale >= cfg.patience:
-            say(f"  early stop: no validation gain for {cfg.patience} epochs", flush=True)
-    if best_epoch < 0 and ctx.main:
-        checkpoint.save(out / "best", {"model": model.state_dict(), "epoch": len(history)},
-                        {**run_meta, "epoch": len(history), "val_sharpe": None})
-    ctx.barrier()                            # rank 0's checkpoints are complete
-    best_state, _ = checkpoint.load(out / keep)
-    model.load_state_dict(best_state["model"])
-    ctx.barrier()                            # every rank has read them before they are moved
-    final = evaluate_head(model, data, data.val_rows, cfg.batch_size, autocast)
-    collapsed = sum(1 for r in history if r["val_collapsed_days"])
-    if final["pred_spread"] < COLLAPSE_STD:
-        raise CollapseError(f"final model collapsed: median cross-target spread of forecasts "
-                            f"{final['pred_spread']:.2e} < {COLLAPSE_STD:.0e} on validation")
-    return {"best_epoch": best_epoch, "epochs_run": len(history), "val": final, "history": history,
-            "collapsed_epochs": collapsed}
+        run.save(progress, record)
+    return run.finish(progress, keep)
 
 
 def _log(live, record: dict) -> None:
