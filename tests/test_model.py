@@ -42,6 +42,25 @@ def test_final_block_on_the_last_position_equals_the_full_sequence(n_layers):
         torch.testing.assert_close(model.encode(x, m), full, rtol=1e-5, atol=1e-6)
 
 
+def test_forward_from_day_terms_equals_forward():
+    """Serving keeps each day's terms (input projection, linear-path share) and slides them; the
+    forecast from a window's day terms equals the forward pass on the window, with a trained-like
+    linear path and missing inputs, and day terms computed one day at a time equal the batch's."""
+    torch.manual_seed(1)
+    model = SpreadTransformer(ModelConfig(n_features=9, n_targets=5, history=6, d_model=16, n_heads=2,
+                                          n_layers=2, skip_decays=(0.0, 0.7))).eval()
+    torch.nn.init.normal_(model.skip.weight)
+    x, m = torch.randn(4, 6, 9), (torch.rand(4, 6, 9) < 0.2).float()
+    with torch.no_grad():
+        projected, linear = model.day_terms(x, m)
+        assert projected.shape == (4, 6, 16) and linear.shape == (4, 6, 2, 10)
+        for got, want in zip(model.from_day_terms(projected, linear), model(x, m)):
+            torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+        one_day = model.day_terms(x[1, 3], m[1, 3])
+        torch.testing.assert_close(one_day[0], projected[1, 3], rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(one_day[1], linear[1, 3], rtol=1e-5, atol=1e-6)
+
+
 def test_causal_encoder_ignores_nothing_of_its_window_but_only_its_window():
     model = tiny_model().eval()
     x, m = torch.randn(2, 5, 6), torch.zeros(2, 5, 6)

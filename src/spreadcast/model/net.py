@@ -159,8 +159,11 @@ class SpreadTransformer(nn.Module):
         """The encoder's output at the last position, (B, 1, C): the final block computes that
         position alone, the only one read downstream (causal attention: no earlier position
         depends on it)."""
-        L = x.shape[1]
-        h = self.input(torch.cat([self.gate(x), missing], dim=-1))        # (B, L, C)
+        return self._encoder(self.input(torch.cat([self.gate(x), missing], dim=-1)))
+
+    def _encoder(self, h: torch.Tensor) -> torch.Tensor:
+        """The blocks over projected inputs h (B, L, C), positions added; (B, 1, C)."""
+        L = h.shape[1]
         h = h + self.time_proj(self.time2vec(self.steps[-L:]))
         if self.position is not None:
             h = h + self.position[-L:]
@@ -171,6 +174,25 @@ class SpreadTransformer(nn.Module):
             else:
                 h = block(h, last_only)
         return h                                                           # (B, 1, C)
+
+    def day_terms(self, x: torch.Tensor, missing: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """What each day contributes whatever its place in the window, for days (..., F): its
+        input projection (..., C) and its share of the linear path before the averages' weights,
+        (..., K, 2T). Serving computes them once per day and keeps those of the window's days
+        (`from_day_terms`), instead of projecting every day of the window again each day."""
+        gated = self.gate(x)
+        k = len(self.cfg.skip_decays)
+        weight = self.skip.weight.view(self.skip.out_features, k, self.cfg.n_features)
+        return (self.input(torch.cat([gated, missing], dim=-1)),
+                torch.einsum("...f,okf->...ko", gated, weight))
+
+    def from_day_terms(self, projected: torch.Tensor, linear: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """`forward` from the day terms of a window's days, (B, L, C) and (B, L, K, 2T)."""
+        encoded = self.norm(self._encoder(projected)[:, -1])
+        w = self.pool.kernels(projected.shape[1]).to(linear.dtype)              # (K, L)
+        out = self.head(encoded) + torch.einsum("kl,blko->bo", w, linear)
+        forecast, score = out.chunk(2, dim=-1)
+        return forecast, score
 
     def activations(self, x: torch.Tensor, missing: torch.Tensor) -> dict[str, torch.Tensor]:
         """Encoder output, head input and head output, for diagnostics."""

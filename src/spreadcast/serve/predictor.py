@@ -113,6 +113,8 @@ class Forecaster:
             self.outputs.append(np.array([position[t] for t in head.targets]))
 
         self.modules: list[torch.nn.Module] = [head.model for head in heads]
+        self.windows: list[_DayTerms] = []      # serving: each head's day terms of the window (`reset`)
+        self.steps: list[torch.nn.Module] = [_FromDayTerms(head.model) for head in heads]
 
     @torch.no_grad()
     def __call__(self, x: torch.Tensor, m: torch.Tensor, prior: np.ndarray | None = None) -> np.ndarray:
@@ -128,27 +130,92 @@ class Forecaster:
         return self.blend.blend.combine({"transformer": out, "ridge": ridge, "prior": prior},
                                         self.blend.target_lags)
 
+    # -- serving: one window a day ------------------------------------------------------------
     @torch.no_grad()
-    def freeze_for(self, x: torch.Tensor, m: torch.Tensor) -> bool:
-        """Trace and freeze every head for inputs shaped like x, m (serving: one window a day).
+    def reset(self, x: np.ndarray, m: np.ndarray) -> None:
+        """Serve the window x, m (L x features): each head's day terms of its days."""
+        x, m = torch.from_numpy(np.asarray(x, dtype=np.float32)), torch.from_numpy(np.asarray(m, dtype=np.float32))
+        self.windows = [_DayTerms(*head.model.day_terms(x[:, cols], m[:, cols]))
+                        for head, cols in zip(self.heads, self.columns)]
 
-        The traced graph computes the same function with fewer dispatches (about half the time of
-        a day's forecast on CPU); it is checked against the eager model on (x, m) and kept only if
-        it agrees to 1e-5. Returns whether every head was frozen."""
+    @torch.no_grad()
+    def freeze(self, x: np.ndarray, m: np.ndarray) -> bool:
+        """Trace and freeze every head's step from day terms (`from_day_terms`) for one window,
+        starting to serve x, m (L x features). The traced graph computes the same function with
+        fewer dispatches; it is checked against the eager model's forward on the full window
+        and kept only if they agree to 1e-5. Returns whether every head was frozen."""
+        self.reset(x, m)
+        x, m = torch.from_numpy(np.asarray(x, dtype=np.float32)), torch.from_numpy(np.asarray(m, dtype=np.float32))
         frozen = []
-        for head, cols in zip(self.heads, self.columns):
-            xi, mi = x[:, :, cols], m[:, :, cols]
+        for head, cols, terms in zip(self.heads, self.columns, self.windows):
+            step = _FromDayTerms(head.model)
             try:
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")
                     traced = torch.jit.optimize_for_inference(
-                        torch.jit.freeze(torch.jit.trace(head.model, (xi, mi), check_trace=False)))
-                    agree = torch.allclose(traced(xi, mi)[0], head.model(xi, mi)[0], rtol=1e-5, atol=1e-5)
+                        torch.jit.freeze(torch.jit.trace(step, terms.batch(), check_trace=False)))
+                    agree = torch.allclose(traced(*terms.batch())[0],
+                                           head.model(x[None][:, :, cols], m[None][:, :, cols])[0], rtol=1e-5, atol=1e-5)
             except Exception:      # tracing is an optimisation: the eager model always works
                 agree = False
-            frozen.append(traced if agree else head.model)
-        self.modules = frozen
-        return all(f is not h.model for f, h in zip(frozen, self.heads))
+            frozen.append(traced if agree else step)
+        self.steps = frozen
+        return all(not isinstance(f, _FromDayTerms) for f in frozen)
+
+    @torch.no_grad()
+    def push(self, x: np.ndarray, m: np.ndarray) -> None:
+        """Slide every head's window by the day with model inputs x, m (features,)."""
+        x, m = torch.from_numpy(np.asarray(x, dtype=np.float32)), torch.from_numpy(np.asarray(m, dtype=np.float32))
+        for head, cols, terms in zip(self.heads, self.columns, self.windows):
+            terms.push(*head.model.day_terms(x[cols], m[cols]))
+
+    def state(self) -> list:
+        return [terms.copy() for terms in self.windows]
+
+    def restore(self, state: list) -> None:
+        self.windows = [terms.copy() for terms in state]
+
+    @torch.no_grad()
+    def forecast_window(self, last: np.ndarray, prior: np.ndarray | None = None) -> np.ndarray:
+        """Every target's forecast for the window served (`start`, `push`); `last` is its last
+        day's model inputs (features,), what the ridge reads."""
+        out = np.full((1, len(self.targets)), np.nan)
+        for step, terms, outputs in zip(self.steps, self.windows, self.outputs):
+            forecast, _ = step(*terms.batch())
+            out[:, outputs] = forecast.float().numpy()
+        if self.blend is None:
+            return out[0]
+        ridge = np.asarray(last, dtype=np.float64)[None] @ self.blend.ridge_weights + self.blend.ridge_intercept
+        return self.blend.blend.combine({"transformer": out, "ridge": ridge,
+                                         "prior": None if prior is None else prior[None]}, self.blend.target_lags)[0]
+
+
+class _FromDayTerms(torch.nn.Module):
+    """A head's forecast from its window's day terms (`SpreadTransformer.from_day_terms`)."""
+
+    def __init__(self, model: SpreadTransformer):
+        super().__init__()
+        self.model = model
+
+    def forward(self, projected: torch.Tensor, linear: torch.Tensor):
+        return self.model.from_day_terms(projected, linear)
+
+
+class _DayTerms:
+    """A head's day terms of the window's days, oldest first: a ring kept in window order."""
+
+    def __init__(self, projected: torch.Tensor, linear: torch.Tensor):
+        self.projected, self.linear = projected.contiguous(), linear.contiguous()   # (L, C), (L, K, 2T)
+
+    def push(self, projected: torch.Tensor, linear: torch.Tensor) -> None:
+        self.projected = torch.cat([self.projected[1:], projected[None]])
+        self.linear = torch.cat([self.linear[1:], linear[None]])
+
+    def batch(self) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.projected[None], self.linear[None]
+
+    def copy(self) -> "_DayTerms":
+        return _DayTerms(self.projected, self.linear)     # pushes build new tensors: sharing is safe
 
 
 def predict_rows(heads: list[Head], tensors: Tensors, rows: np.ndarray, batch_size: int = 256,

@@ -22,7 +22,6 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
-import torch
 
 from spreadcast.config import FeaturesConfig
 from spreadcast.data.layout import DATE, LABEL_DATE
@@ -181,9 +180,8 @@ class Server:
         self.position = {n: j for j, n in enumerate(self.target_names)}
         self.calls = 0
         self.fallbacks = 0
-        self._rebuild()
-        self.forecaster.freeze_for(torch.from_numpy(self.inputs)[None],
-                                                 torch.from_numpy(self.missing)[None])
+        self._rebuild(reset=False)
+        self.forecaster.freeze(self.inputs, self.missing)
 
     # -- state -------------------------------------------------------------------------------
     def _prior_reset(self) -> None:
@@ -211,8 +209,9 @@ class Server:
         total, count, _ = self.prior
         return np.where(count > 0, total / np.maximum(count, 1), 0.5)
 
-    def _rebuild(self) -> None:
-        """Running state from the kept tail of history, day by day (start-up, out-of-order days)."""
+    def _rebuild(self, reset: bool = True) -> None:
+        """Running state from the kept tail of history, day by day (start-up, out-of-order days),
+        and the heads' day terms of the window (`reset`)."""
         self._prior_reset()
         self.online = OnlineFeatures(self.scaler.features, self.columns, self.kinds, self.targets, self.engineering)
         self.inputs = np.zeros((self.history, len(self.scaler.features)), dtype=np.float32)
@@ -222,18 +221,24 @@ class Server:
         self.online.warm(self.tail.values[:first])
         for i in range(first, len(self.tail.dates)):
             self._step(int(self.tail.dates[i]), self.tail.values[i], self.tail.published[i], keep=False)
+        if reset:
+            self.forecaster.reset(self.inputs, self.missing)
 
     def _step(self, date_id: int, prices: np.ndarray, published: np.ndarray, keep: bool = True) -> None:
-        """Advance the features and the input ring by one day."""
+        """Advance the features, the input ring and (`keep`: serving, not rebuilding) the heads'
+        day terms by one day, keeping the state before it."""
         if keep:
             prior = None if self.blend is None else tuple(np.copy(v) for v in self.prior)
-            self.before_last = (self.online.copy_state(), self.inputs.copy(), self.missing.copy(), prior)
+            self.before_last = (self.online.copy_state(), self.inputs.copy(), self.missing.copy(), prior,
+                                self.forecaster.state())
         self._prior_advance(date_id)
         labels = revealed_row(date_id, self.targets_of_lag, self.train_labels.get, published)
         row = self.online.step(prices, labels)
         scaled, gap = self.scaler.model_inputs(row[None])
         self.inputs[:-1], self.missing[:-1] = self.inputs[1:], self.missing[1:]
         self.inputs[-1], self.missing[-1] = scaled[0], gap[0]
+        if keep:
+            self.forecaster.push(self.inputs[-1], self.missing[-1])
 
     def _prices_of(self, test: pl.DataFrame, date_id: int) -> np.ndarray:
         """The day's prices in registry order; unknown, missing or malformed cells NaN."""
@@ -283,8 +288,9 @@ class Server:
         published[kept] = self.tail.published[i, kept]
         self.tail.published[i] = published
         if date_id == last and self.before_last is not None:
-            state, self.inputs[...], self.missing[...], prior = self.before_last
+            state, self.inputs[...], self.missing[...], prior, terms = self.before_last
             self.online.restore_state(state)
+            self.forecaster.restore(terms)
             if prior is not None:
                 self.prior = (prior[0], prior[1], int(prior[2]))
             self._step(date_id, prices, published)
@@ -294,9 +300,7 @@ class Server:
     # -- forecasting -------------------------------------------------------------------------
     def _forecast(self) -> np.ndarray:
         """Every target's forecast (registry order) from the window of the last days."""
-        prior = self._prior_now()
-        return self.forecaster(torch.from_numpy(self.inputs)[None], torch.from_numpy(self.missing)[None],
-                               None if prior is None else prior[None])[0]
+        return self.forecaster.forecast_window(self.inputs[-1], self._prior_now())
 
     def _baseline(self) -> np.ndarray:
         """Fallback without a model: minus the last revealed label (short-term reversal), else 0."""
