@@ -25,9 +25,11 @@ ROOT = Path(__file__).resolve().parents[1]
 DATA_STAGES = [
     ("generate", "generate.py --dataset {d}/dataset --oracle {d}/oracle"),
     ("ingest", "ingest.py --out {d}/data"),
-    ("prescreen", "prescreen.py --data {d}/data --out {d}/features"),
-    ("scale", "scale.py --data {d}/data --features {d}/features --out {d}/scaling"),
-    ("windows", "windows.py --data {d}/data --features {d}/features --scaling {d}/scaling --out {d}/tensors"),
+    ("split", "split.py --data {d}/data --out {d}/splits"),
+    ("prescreen", "prescreen.py --data {d}/data --splits {d}/splits --out {d}/features"),
+    ("scale", "scale.py --data {d}/data --splits {d}/splits --features {d}/features --out {d}/scaling"),
+    ("windows", "windows.py --data {d}/data --splits {d}/splits --features {d}/features --scaling {d}/scaling "
+                "--out {d}/tensors"),
 ]
 LAG_STAGES = [
     ("train", "train.py --lag {k} --tensors {d}/tensors --out {d}/train/lag{k} --metrics {d}/metrics/train_lag{k}.json "

@@ -34,9 +34,10 @@ FULL_MODEL = dict(d_model=192, n_heads=8, n_layers=4)
 DATA_STAGES = [
     "generate.py --dataset {d}/synthetic/dataset --oracle {d}/synthetic/oracle",
     "ingest.py --out {d}/data",
-    "prescreen.py --data {d}/data --out {d}/features",
-    "scale.py --data {d}/data --features {d}/features --out {d}/scaling",
-    "windows.py --data {d}/data --features {d}/features --scaling {d}/scaling --out {d}/tensors",
+    "split.py --data {d}/data --out {d}/splits",
+    "prescreen.py --data {d}/data --splits {d}/splits --out {d}/features",
+    "scale.py --data {d}/data --splits {d}/splits --features {d}/features --out {d}/scaling",
+    "windows.py --data {d}/data --splits {d}/splits --features {d}/features --scaling {d}/scaling --out {d}/tensors",
 ]
 
 

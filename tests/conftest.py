@@ -51,9 +51,10 @@ def set_cell(path, key_column, key, column, value):
 PIPELINE = [
     "generate.py --dataset {d}/dataset --oracle {d}/oracle",
     "ingest.py --out {d}/data",
-    "prescreen.py --data {d}/data --out {d}/features",
-    "scale.py --data {d}/data --features {d}/features --out {d}/scaling",
-    "windows.py --data {d}/data --features {d}/features --scaling {d}/scaling --out {d}/tensors",
+    "split.py --data {d}/data --out {d}/splits",
+    "prescreen.py --data {d}/data --splits {d}/splits --out {d}/features",
+    "scale.py --data {d}/data --splits {d}/splits --features {d}/features --out {d}/scaling",
+    "windows.py --data {d}/data --splits {d}/splits --features {d}/features --scaling {d}/scaling --out {d}/tensors",
 ]
 PER_LAG = [
     "train.py --lag {k} --tensors {d}/tensors --out {d}/train/lag{k} --metrics {d}/metrics/train_lag{k}.json "

@@ -186,7 +186,10 @@ def test_bad_input(case, clean_dataset, tmp_path):
         assert result.returncode == 0, result.stderr
         assert re.search(case.message, result.stdout), result.stdout
         features = project / "artifacts" / "features"
-        after = run_stage(project, "prescreen.py", "--data", str(out), "--out", str(features))
+        splits = project / "artifacts" / "splits"
+        made = run_stage(project, "split.py", "--data", str(out), "--out", str(splits))
+        assert made.returncode == 0, made.stderr
+        after = run_stage(project, "prescreen.py", "--data", str(out), "--splits", str(splits), "--out", str(features))
         assert after.returncode == 0, after.stderr
         assert (features / "registry.json").is_file()
     assert leftovers(project / "artifacts") == [] if (project / "artifacts").exists() else True
@@ -246,8 +249,10 @@ def test_any_stage_failure_is_one_line(raise_, status, line):
     ("finetune.py", ["--lag", "3", "--tensors", "artifacts/tensors_ok", "--train", "artifacts/train/lag3",
                      "--prune", "artifacts/prune/lag3", "--out", "artifacts/finetune/lag3", "--metrics",
                      "artifacts/m.json", "--work", "artifacts/.work/f"], "train@3"),
-    ("scale.py", ["--data", "artifacts/data", "--features", "artifacts/features", "--out", "artifacts/scaling"],
-     "ingest"),
+    ("scale.py", ["--data", "artifacts/data", "--splits", "artifacts/splits", "--features", "artifacts/features",
+                  "--out", "artifacts/scaling"], "ingest"),
+    ("windows.py", ["--data", "artifacts/tensors_ok", "--splits", "artifacts/splits", "--features", "artifacts/tensors_ok",
+                    "--scaling", "artifacts/tensors_ok", "--out", "artifacts/tensors"], "split"),
 ])
 def test_a_missing_input_names_the_stage_that_makes_it(script, args, stage_name, tmp_path):
     """One line naming the argument, the path and the stage to run; nothing is written."""

@@ -98,9 +98,9 @@ class _Group:
             z = np.where(std > 0, (last - window.mean(axis=1)) / std, 0.0)
             out[rows, column] = np.where(count >= self.z_window, z, np.nan)
             column += 1
-        for kernel in self.kernels:
-            out[rows, column] = np.where(count >= kernel.size, last - buf[:, -kernel.size:] @ kernel, np.nan)
-            column += 1
+            for kernel in self.kernels:
+                out[rows, column] = np.where(count >= kernel.size, last - buf[:, -kernel.size:] @ kernel, np.nan)
+                column += 1
         if self.level:
             out[rows, column] = last
         return out
