@@ -22,14 +22,12 @@ import torch
 from spreadcast import cli, config
 from spreadcast.evaluation import metric
 from spreadcast.evaluation.baseline import const_rank, predict_ridge
-from spreadcast.evaluation.report import compare, has_signal, oracle_for, oracle_table
+from spreadcast.evaluation.report import compare, has_signal, headline, oracle_for, oracle_table
 from spreadcast.features import windows
 from spreadcast.io import atomic_dir, load_array, read_json, write_json
 from spreadcast.model.net import SPARSE_GATE
 from spreadcast.evaluation.blend import prior_series
 from spreadcast.serve.predictor import load_blend, load_heads, predict_rows
-
-
 
 
 def main() -> None:
@@ -87,17 +85,7 @@ def main() -> None:
                   for name, p in val_predictions.items()}
 
     metrics, daily, per_lag = compare(labels, predictions, tensors.target_lags, dates, cfg.rolling_window)
-    summary = {"holdout_days": int(rows.size),
-               **{f"{name}_sharpe": m["sharpe"] for name, m in metrics.items()},
-               **{f"{name}_ic": m["ic_mean"] for name, m in metrics.items()},
-               "model_vs_ridge": metrics["model"]["sharpe"] - metrics["ridge"]["sharpe"],
-               **{f"val_{name}_sharpe": v for name, v in val_sharpe.items()},
-               "val_model_vs_ridge": val_sharpe["model"] - val_sharpe["ridge"],
-               "model_vs_best_baseline": metrics["model"]["sharpe"] - max(metrics["ridge"]["sharpe"],
-                                                                         metrics["const_rank"]["sharpe"])}
-    if "ceiling" in metrics:
-        summary["fraction_of_ceiling"] = metrics["model"]["sharpe"] / metrics["ceiling"]["sharpe"]
-        summary["val_fraction_of_ceiling"] = val_sharpe["model"] / val_sharpe["ceiling"]
+    summary = headline(metrics, val_sharpe, int(rows.size))
     if "ceiling" not in metrics:          # real data: the chart's ceiling series is empty
         daily = daily.with_columns(pl.lit(None, dtype=pl.Float64).alias("ceiling_ic"),
                                    pl.lit(None, dtype=pl.Float64).alias("ceiling_ic_rolling"))

@@ -142,6 +142,21 @@ def test_splits_are_ordered_with_embargo():
         make_splits(labelled[:200], cfg, max_lag=4)
 
 
+def test_splits_saved_once_load_on_their_own_date_axis_only(tmp_path):
+    """The split stage's file gives the same rows back, and refuses data on another date axis."""
+    from spreadcast.features import splits as date_splits
+
+    labelled = np.ones(600, dtype=bool)
+    s = make_splits(labelled, WindowsConfig(history=10, val_days=100, holdout_days=80, embargo=5), max_lag=4)
+    dates = np.arange(100, 700)
+    s.save(tmp_path, dates, embargo=5)
+    back = date_splits.load(tmp_path, dates)
+    for name in ("train", "val", "holdout"):
+        np.testing.assert_array_equal(getattr(back, name), getattr(s, name))
+    with pytest.raises(SplitError, match="rerun the split stage"):
+        date_splits.load(tmp_path, np.arange(100, 701))
+
+
 def _cfg(**kw):
     cfg = WindowsConfig()
     for k, v in kw.items():

@@ -95,3 +95,21 @@ def compare(labels: np.ndarray, predictions: dict[str, np.ndarray], lags: np.nda
             per_lag["forecast"].append(name)
             per_lag["sharpe"].append(metrics[name][f"lag{k}"]["sharpe"])
     return metrics, pl.DataFrame(daily), pl.DataFrame(per_lag).sort("lag", maintain_order=True)
+
+
+def headline(metrics: dict, val_sharpe: dict[str, float], holdout_days: int) -> dict:
+    """The metrics file's flat summary: every forecast's holdout Sharpe and IC, its validation
+    Sharpe, the model against the ridge and the better baseline, and the fraction of the
+    oracle's ceiling where there is one."""
+    summary = {"holdout_days": holdout_days,
+               **{f"{name}_sharpe": m["sharpe"] for name, m in metrics.items()},
+               **{f"{name}_ic": m["ic_mean"] for name, m in metrics.items()},
+               "model_vs_ridge": metrics["model"]["sharpe"] - metrics["ridge"]["sharpe"],
+               **{f"val_{name}_sharpe": v for name, v in val_sharpe.items()},
+               "val_model_vs_ridge": val_sharpe["model"] - val_sharpe["ridge"],
+               "model_vs_best_baseline": metrics["model"]["sharpe"] - max(metrics["ridge"]["sharpe"],
+                                                                         metrics["const_rank"]["sharpe"])}
+    if "ceiling" in metrics:
+        summary["fraction_of_ceiling"] = metrics["model"]["sharpe"] / metrics["ceiling"]["sharpe"]
+        summary["val_fraction_of_ceiling"] = val_sharpe["model"] / val_sharpe["ceiling"]
+    return summary
