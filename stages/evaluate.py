@@ -20,7 +20,6 @@ import polars as pl
 import torch
 
 from spreadcast import cli, config
-from spreadcast.evaluation import metric
 from spreadcast.evaluation.baseline import const_rank, predict_ridge
 from spreadcast.evaluation.report import compare, has_signal, headline, oracle_for, oracle_table
 from spreadcast.features import windows
@@ -81,17 +80,22 @@ def main() -> None:
         predictions["ceiling"] = oracle_table(oracle / "ceiling.parquet", dates, tensors.target_names)
         val_predictions["ceiling"] = oracle_table(oracle / "ceiling.parquet", tensors.date_ids[val_rows],
                                                   tensors.target_names)
-    val_sharpe = {name: metric.summary(tensors.raw_labels[val_rows], p)["sharpe"]
-                  for name, p in val_predictions.items()}
+    val_metrics, val_daily, _ = compare(tensors.raw_labels[val_rows], val_predictions, tensors.target_lags,
+                                        tensors.date_ids[val_rows], cfg.rolling_window)
+    val_sharpe = {name: m["sharpe"] for name, m in val_metrics.items()}
 
     metrics, daily, per_lag = compare(labels, predictions, tensors.target_lags, dates, cfg.rolling_window)
+    # the chart shows the validation days, then the holdout (each with its own rolling mean)
+    daily = pl.concat([val_daily.with_columns(pl.lit("validation").alias("split")),
+                       daily.with_columns(pl.lit("holdout").alias("split"))])
     summary = headline(metrics, val_sharpe, int(rows.size))
     if "ceiling" not in metrics:          # real data: the chart's ceiling series is empty
         daily = daily.with_columns(pl.lit(None, dtype=pl.Float64).alias("ceiling_ic"),
                                    pl.lit(None, dtype=pl.Float64).alias("ceiling_ic_rolling"))
     with atomic_dir(args.out) as tmp:
-        write_json(tmp / "report.json", {**metrics, "gates": gate_stats})
-        daily.write_csv(tmp / "daily_ic.csv")
+        write_json(tmp / "report.json", {**metrics, "gates": gate_stats, "validation": val_metrics,
+                                         "ridge_walk_forward": read_json(Path(args.blend) / "blend.json").get("ridge")})
+        daily.write_csv(tmp / "daily_ic.csv", null_value="NaN")     # a chart skips NaN, draws empty as 0
         per_lag.write_csv(tmp / "per_lag.csv")
     # the headline only: per-lag, ranking-quality and gate statistics are in the report
     write_json(args.metrics, summary)

@@ -52,7 +52,8 @@ def main() -> None:
                                            "features": kept})
         write_json(tmp / "report.json", report)
         # for `dvc plots show`, by rank of the score pruning used (pooled over lags or not): that
-        # score, kept and dropped as two series (empty, not zero, outside each), and this lag's
+        # score, kept and dropped as two series (NaN outside each: a chart skips it, an empty cell
+        # would be drawn at 0), and this lag's
         # own score and plain gate value, which differ between lags even when the ranking is pooled
         order = sorted(report, key=lambda r: r["rank"])
         index = {n: j for j, n in enumerate(meta["features"])}
@@ -64,7 +65,7 @@ def main() -> None:
                       "this_lag_score": [float(own[index[r["feature"]]]) for r in order],
                       "gate": [float(gate[index[r["feature"]]]) for r in order]},
                      schema={"rank": pl.Int64, "kept": pl.Float64, "dropped": pl.Float64,
-                             "this_lag_score": pl.Float64, "gate": pl.Float64}).write_csv(tmp / "gates.csv")
+                             "this_lag_score": pl.Float64, "gate": pl.Float64}).write_csv(tmp / "gates.csv", null_value="NaN")
     print(f"prune lag {args.lag}: {len(kept)} of {len(meta['features'])} features kept "
           f"({cfg.policy} by {cfg.score}{', pooled over lags' if cfg.pool_lags else ''})")
 
