@@ -25,19 +25,23 @@ def test_returns_span_holidays_on_own_calendar():
 
 
 def test_deviation_and_level_features_on_own_calendar():
-    """A deviation is the log level minus the exponentially weighted mean of the last 4 half-lives
-    of observations (a holiday is skipped, not counted); a signed series also gives its level."""
+    """A pair's deviation is its log spread minus the exponentially weighted mean of the last 4
+    half-lives of observations (a holiday is skipped, not counted); a signed series also gives
+    its level."""
     a = [1.0, 2.0, None, 8.0, 16.0, 4.0]
     rate = [-0.5, 0.25, 0.75, None, -1.0, 2.0]
-    prices = pl.DataFrame({"date_id": list(range(6)), "A_Close": a, "RATE": rate})
+    prices = pl.DataFrame({"date_id": list(range(6)), "A_Close": a, "B_Close": [1.0] * 6, "RATE": rate})
     names, x = engineer(prices, FeaturesConfig(return_horizons=[1], vol_window=2, level_window=2,
-                                               deviation_halflives=[0.75]))
-    assert names == ["A_Close__ret1", "A_Close__vol2", "A_Close__z2", "A_Close__dev0.75",
-                     "RATE__diff", "RATE__z2", "RATE__level"]
-    dev = x[:, names.index("A_Close__dev0.75")]
+                                               spread_z_window=2, deviation_halflives=[0.75]),
+                        targets=[Target("t0", 1, "A_Close", "B_Close")])
+    assert names == ["A_Close__ret1", "A_Close__vol2", "A_Close__z2", "B_Close__ret1", "B_Close__vol2",
+                     "B_Close__z2", "RATE__diff", "RATE__z2", "RATE__level",
+                     "spread[A_Close|B_Close]__chg1", "spread[A_Close|B_Close]__z2",
+                     "spread[A_Close|B_Close]__dev0.75"]
+    dev = x[:, names.index("spread[A_Close|B_Close]__dev0.75")]
     w = 0.5 ** (np.arange(2, -1, -1) / 0.75)                 # 3 observations: ceil(4 * 0.75)
     w /= w.sum()
-    observed = np.log([1.0, 2.0, 8.0, 16.0, 4.0])
+    observed = np.log([1.0, 2.0, 8.0, 16.0, 4.0])              # log A - log 1
     assert np.isnan(dev[:3]).all()                           # 2 observations by date 2 (a holiday)
     assert dev[3] == pytest.approx(observed[2] - w @ observed[:3])
     assert dev[5] == pytest.approx(observed[4] - w @ observed[2:5])

@@ -12,7 +12,8 @@ A value at date t uses only cells published at or before t:
   stationary series' level is often what carries its information);
 - the spread series of every target pair, log A - log B on the days both are published: its
   changes over the same horizons, its trailing z-score and its deviations from trailing
-  exponentially weighted means;
+  exponentially weighted means (`deviation_halflives`: what a spread reverting to its recent
+  average is forecast by; on a single price they would nearly repeat its smoothed returns);
 - revealed labels: the label of date d for lag k enters at t = d + k + 1, the day it is published.
 
 Missing stays NaN here; the windows stage turns it into an explicit mask, never a silent fill.
@@ -114,8 +115,6 @@ def column_features(name: str, values: np.ndarray, cfg: FeaturesConfig, kind: st
         ret1 = np.diff(logv, prepend=np.nan)
         out[f"{name}__vol{cfg.vol_window}"] = _scatter(_trailing(ret1[1:], cfg.vol_window, "std"), idx[1:], n)
         out[f"{name}__z{cfg.level_window}"] = _scatter(_trailing(logv, cfg.level_window, "z"), idx, n)
-        for hl in cfg.deviation_halflives:
-            out[f"{name}__{deviation_name(hl)}"] = _scatter(_deviation(logv, hl), idx, n)
     else:
         series = np.log1p(values[idx]) if kind == "volume" else values[idx]
         tag = "dlog1p" if kind == "volume" else "diff"
@@ -162,7 +161,6 @@ def revealed_labels(date_ids: np.ndarray, labels: np.ndarray, revealed: pl.DataF
     long table of the lagged test label files; a value is used only from its publication day.
     """
     out = np.full(labels.shape, np.nan)
-    row_of = {int(d): i for i, d in enumerate(date_ids)}
     for j, t in enumerate(targets):
         shift = publication_date(0, t.lag)          # rows between a label's date and its publication
         out[shift:, j] = labels[:-shift, j]

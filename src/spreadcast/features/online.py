@@ -125,8 +125,8 @@ class OnlineFeatures:
         deviations = [deviation_name(hl) for hl in cfg.deviation_halflives]
         z_level = f"z{cfg.level_window}"
         recipes: dict[str, tuple] = {    # transform, horizons, vol window, z window, kernels, level, suffixes
-            "price": ("log", cfg.return_horizons, cfg.vol_window, cfg.level_window, kernels, False,
-                      [f"ret{h}" for h in cfg.return_horizons] + [f"vol{cfg.vol_window}", z_level, *deviations]),
+            "price": ("log", cfg.return_horizons, cfg.vol_window, cfg.level_window, [], False,
+                      [f"ret{h}" for h in cfg.return_horizons] + [f"vol{cfg.vol_window}", z_level]),
             "volume": ("log1p", [1], 0, cfg.level_window, [], False, ["dlog1p", z_level]),
             "level": ("none", [1], 0, cfg.level_window, [], cfg.levels,
                       ["diff", z_level] + (["level"] if cfg.levels else [])),
