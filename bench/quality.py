@@ -126,6 +126,8 @@ def summarise(root: Path, draws: int) -> dict:
     """One market's row, from a finished project's evaluate outputs."""
     metrics = json.loads((root / "artifacts/metrics/evaluate.json").read_text())
     daily = pl.read_csv(root / "artifacts/evaluate/daily_ic.csv")
+    if "split" in daily.columns:                 # the chart's file also holds the validation days
+        daily = daily.filter(pl.col("split") == "holdout")
     best = max(("ridge", "const_rank"), key=lambda k: metrics[f"{k}_sharpe"])
     model_ic, best_ic = (daily[f"{k}_ic"].cast(pl.Float64).to_numpy() for k in ("model", best))
     return {"days": int(np.isfinite(model_ic).sum()),
