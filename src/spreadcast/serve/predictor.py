@@ -115,6 +115,7 @@ class Forecaster:
         self.modules: list[torch.nn.Module] = [head.model for head in heads]
         self.windows: list[_DayTerms] = []      # serving: each head's day terms of the window (`reset`)
         self.steps: list[torch.nn.Module] = [_FromDayTerms(head.model) for head in heads]
+        self.streaming = False                  # serving from day terms (`freeze` chooses)
 
     @torch.no_grad()
     def __call__(self, x: torch.Tensor, m: torch.Tensor, prior: np.ndarray | None = None) -> np.ndarray:
@@ -140,31 +141,37 @@ class Forecaster:
 
     @torch.no_grad()
     def freeze(self, x: np.ndarray, m: np.ndarray) -> bool:
-        """Trace and freeze every head's step from day terms (`from_day_terms`) for one window,
-        starting to serve x, m (L x features). The traced graph computes the same function with
-        fewer dispatches; it is checked against the eager model's forward on the full window
-        and kept only if they agree to 1e-5. Returns whether every head was frozen."""
+        """Start serving the window x, m (L x features) on the faster of two equal paths.
+
+        The paths: the full window (`forward`), or the window's day terms (`from_day_terms`, a
+        day's terms computed once when it arrives). The day terms pay where projecting the
+        window's inputs is at least the blocks' work (wide inputs: no day is projected again),
+        the full window elsewhere (fewer calls). The chosen path is traced and frozen per head,
+        checked against the eager forward on x, m and kept only if they agree to 1e-5.
+        Returns whether every head was frozen."""
         self.reset(x, m)
-        x, m = torch.from_numpy(np.asarray(x, dtype=np.float32)), torch.from_numpy(np.asarray(m, dtype=np.float32))
+        # a day's work on each path: projecting every day of the window (2F x C multiply-adds
+        # per day) against the blocks over it (about 8 C^2 per day and block), which both paths do
+        cfgs = [head.model.cfg for head in self.heads]
+        self.streaming = sum(2 * c.n_features * c.d_model for c in cfgs) >= sum(8 * c.d_model ** 2 * c.n_layers
+                                                                               for c in cfgs)
+        xt, mt = (torch.from_numpy(np.asarray(a, dtype=np.float32))[None] for a in (x, m))
         frozen = []
-        for head, cols, terms in zip(self.heads, self.columns, self.windows):
-            step = _FromDayTerms(head.model)
-            try:
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore")
-                    traced = torch.jit.optimize_for_inference(
-                        torch.jit.freeze(torch.jit.trace(step, terms.batch(), check_trace=False)))
-                    agree = torch.allclose(traced(*terms.batch())[0],
-                                           head.model(x[None][:, :, cols], m[None][:, :, cols])[0], rtol=1e-5, atol=1e-5)
-            except Exception:      # tracing is an optimisation: the eager model always works
-                agree = False
-            frozen.append(traced if agree else step)
-        self.steps = frozen
-        return all(not isinstance(f, _FromDayTerms) for f in frozen)
+        for i, (head, cols, terms) in enumerate(zip(self.heads, self.columns, self.windows)):
+            want = head.model(xt[:, :, cols], mt[:, :, cols])[0]
+            if self.streaming:
+                frozen.append(_traced(self.steps[i], terms.batch(), want))
+                self.steps[i] = frozen[-1] or self.steps[i]
+            else:
+                frozen.append(_traced(head.model, (xt[:, :, cols], mt[:, :, cols]), want))
+                self.modules[i] = frozen[-1] or self.modules[i]
+        return all(t is not None for t in frozen)
 
     @torch.no_grad()
     def push(self, x: np.ndarray, m: np.ndarray) -> None:
-        """Slide every head's window by the day with model inputs x, m (features,)."""
+        """Slide every head's window of day terms by the day with model inputs x, m (features,)."""
+        if not self.streaming:
+            return
         x, m = torch.from_numpy(np.asarray(x, dtype=np.float32)), torch.from_numpy(np.asarray(m, dtype=np.float32))
         for head, cols, terms in zip(self.heads, self.columns, self.windows):
             terms.push(*head.model.day_terms(x[cols], m[cols]))
@@ -176,18 +183,34 @@ class Forecaster:
         self.windows = [terms.copy() for terms in state]
 
     @torch.no_grad()
-    def forecast_window(self, last: np.ndarray, prior: np.ndarray | None = None) -> np.ndarray:
-        """Every target's forecast for the window served (`start`, `push`); `last` is its last
-        day's model inputs (features,), what the ridge reads."""
+    def forecast_window(self, x: np.ndarray, m: np.ndarray, prior: np.ndarray | None = None) -> np.ndarray:
+        """Every target's forecast for the window served, x, m (L x features): from the kept day
+        terms (`reset`, `push`) where that path is the faster, else from the window itself."""
         out = np.full((1, len(self.targets)), np.nan)
-        for step, terms, outputs in zip(self.steps, self.windows, self.outputs):
-            forecast, _ = step(*terms.batch())
-            out[:, outputs] = forecast.float().numpy()
+        if self.streaming:
+            for step, terms, outputs in zip(self.steps, self.windows, self.outputs):
+                out[:, outputs] = step(*terms.batch())[0].float().numpy()
+        else:
+            xt, mt = (torch.from_numpy(np.asarray(a, dtype=np.float32))[None] for a in (x, m))
+            for module, cols, outputs in zip(self.modules, self.columns, self.outputs):
+                out[:, outputs] = module(xt[:, :, cols], mt[:, :, cols])[0].float().numpy()
         if self.blend is None:
             return out[0]
-        ridge = np.asarray(last, dtype=np.float64)[None] @ self.blend.ridge_weights + self.blend.ridge_intercept
+        ridge = np.asarray(x[-1], dtype=np.float64)[None] @ self.blend.ridge_weights + self.blend.ridge_intercept
         return self.blend.blend.combine({"transformer": out, "ridge": ridge,
                                          "prior": None if prior is None else prior[None]}, self.blend.target_lags)[0]
+
+
+def _traced(module: torch.nn.Module, inputs: tuple, want: torch.Tensor) -> torch.nn.Module | None:
+    """`module` traced and frozen for `inputs`, if its forecast agrees with `want` to 1e-5."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            traced = torch.jit.optimize_for_inference(torch.jit.freeze(torch.jit.trace(module, inputs,
+                                                                                        check_trace=False)))
+            return traced if torch.allclose(traced(*inputs)[0], want, rtol=1e-5, atol=1e-5) else None
+    except Exception:      # tracing is an optimisation: the eager model always works
+        return None
 
 
 class _FromDayTerms(torch.nn.Module):

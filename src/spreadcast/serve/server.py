@@ -300,7 +300,7 @@ class Server:
     # -- forecasting -------------------------------------------------------------------------
     def _forecast(self) -> np.ndarray:
         """Every target's forecast (registry order) from the window of the last days."""
-        return self.forecaster.forecast_window(self.inputs[-1], self._prior_now())
+        return self.forecaster.forecast_window(self.inputs, self.missing, self._prior_now())
 
     def _baseline(self) -> np.ndarray:
         """Fallback without a model: minus the last revealed label (short-term reversal), else 0."""
