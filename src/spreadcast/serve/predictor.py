@@ -115,7 +115,11 @@ class Forecaster:
         self.modules: list[torch.nn.Module] = [head.model for head in heads]
         self.windows: list[_DayTerms] = []      # serving: each head's day terms of the window (`reset`)
         self.steps: list[torch.nn.Module] = [_FromDayTerms(head.model) for head in heads]
-        self.streaming = False                  # serving from day terms (`freeze` chooses)
+        # serve from day terms where a day's work is mostly projecting the window: 2F x C
+        # multiply-adds per day of it, against about 8 C^2 per day and block, which both paths do
+        cfgs = [head.model.cfg for head in heads]
+        self.streaming = sum(2 * c.n_features * c.d_model for c in cfgs) >= sum(8 * c.d_model ** 2 * c.n_layers
+                                                                               for c in cfgs)
 
     @torch.no_grad()
     def __call__(self, x: torch.Tensor, m: torch.Tensor, prior: np.ndarray | None = None) -> np.ndarray:
@@ -125,42 +129,45 @@ class Forecaster:
         for module, cols, outputs in zip(self.modules, self.columns, self.outputs):
             forecast, _ = module(x[:, :, cols], m[:, :, cols])
             out[:, outputs] = forecast.float().numpy()
+        return self._blended(out, x[:, -1].double().numpy(), prior)
+
+    def _blended(self, heads: np.ndarray, last: np.ndarray, prior: np.ndarray | None) -> np.ndarray:
+        """The heads' forecasts (B x targets), or their blend with the ridge on each window's last
+        day `last` (B x features) and the prior."""
         if self.blend is None:
-            return out
-        ridge = x[:, -1].double().numpy() @ self.blend.ridge_weights + self.blend.ridge_intercept
-        return self.blend.blend.combine({"transformer": out, "ridge": ridge, "prior": prior},
+            return heads
+        ridge = last @ self.blend.ridge_weights + self.blend.ridge_intercept
+        return self.blend.blend.combine({"transformer": heads, "ridge": ridge, "prior": prior},
                                         self.blend.target_lags)
 
     # -- serving: one window a day ------------------------------------------------------------
     @torch.no_grad()
     def reset(self, x: np.ndarray, m: np.ndarray) -> None:
-        """Serve the window x, m (L x features): each head's day terms of its days."""
+        """Serve the window x, m (L x features): each head's day terms of its days (where
+        serving from day terms)."""
+        if not self.streaming:
+            return
         x, m = torch.from_numpy(np.asarray(x, dtype=np.float32)), torch.from_numpy(np.asarray(m, dtype=np.float32))
         self.windows = [_DayTerms(*head.model.day_terms(x[:, cols], m[:, cols]))
                         for head, cols in zip(self.heads, self.columns)]
 
     @torch.no_grad()
     def freeze(self, x: np.ndarray, m: np.ndarray) -> bool:
-        """Start serving the window x, m (L x features) on the faster of two equal paths.
+        """Start serving the window x, m (L x features) on one of two equal paths.
 
         The paths: the full window (`forward`), or the window's day terms (`from_day_terms`, a
         day's terms computed once when it arrives). The day terms pay where projecting the
         window's inputs is at least the blocks' work (wide inputs: no day is projected again),
-        the full window elsewhere (fewer calls). The chosen path is traced and frozen per head,
-        checked against the eager forward on x, m and kept only if they agree to 1e-5.
-        Returns whether every head was frozen."""
+        the full window elsewhere (fewer calls); `streaming` says which. The path is traced and
+        frozen per head, checked against the eager forward on x, m and kept only if they agree
+        to 1e-5. Returns whether every head was frozen."""
         self.reset(x, m)
-        # a day's work on each path: projecting every day of the window (2F x C multiply-adds
-        # per day) against the blocks over it (about 8 C^2 per day and block), which both paths do
-        cfgs = [head.model.cfg for head in self.heads]
-        self.streaming = sum(2 * c.n_features * c.d_model for c in cfgs) >= sum(8 * c.d_model ** 2 * c.n_layers
-                                                                               for c in cfgs)
         xt, mt = (torch.from_numpy(np.asarray(a, dtype=np.float32))[None] for a in (x, m))
         frozen = []
-        for i, (head, cols, terms) in enumerate(zip(self.heads, self.columns, self.windows)):
+        for i, (head, cols) in enumerate(zip(self.heads, self.columns)):
             want = head.model(xt[:, :, cols], mt[:, :, cols])[0]
             if self.streaming:
-                frozen.append(_traced(self.steps[i], terms.batch(), want))
+                frozen.append(_traced(self.steps[i], self.windows[i].batch(), want))
                 self.steps[i] = frozen[-1] or self.steps[i]
             else:
                 frozen.append(_traced(head.model, (xt[:, :, cols], mt[:, :, cols]), want))
@@ -194,11 +201,7 @@ class Forecaster:
             xt, mt = (torch.from_numpy(np.asarray(a, dtype=np.float32))[None] for a in (x, m))
             for module, cols, outputs in zip(self.modules, self.columns, self.outputs):
                 out[:, outputs] = module(xt[:, :, cols], mt[:, :, cols])[0].float().numpy()
-        if self.blend is None:
-            return out[0]
-        ridge = np.asarray(x[-1], dtype=np.float64)[None] @ self.blend.ridge_weights + self.blend.ridge_intercept
-        return self.blend.blend.combine({"transformer": out, "ridge": ridge,
-                                         "prior": None if prior is None else prior[None]}, self.blend.target_lags)[0]
+        return self._blended(out, np.asarray(x[-1:], dtype=np.float64), None if prior is None else prior[None])[0]
 
 
 def _traced(module: torch.nn.Module, inputs: tuple, want: torch.Tensor) -> torch.nn.Module | None:
