@@ -2,9 +2,10 @@
 (a ridge on the same inputs and each target's mean training rank as a constant, `const_rank`)
 and, on a synthetic market, the oracle's ceiling.
 
-`model` is what is submitted and served: the blend of the transformer, the ridge and the
-updating prior (`blend` stage), with the ridge fit on training rows. Each component is scored
-beside it (`transformer`, `prior`; the ridge baseline is the ridge component).
+`model` is what is submitted and served: the blend of the transformer, the ridge, the updating
+prior and the own-series fit (`blend` stage), with the ridge and the own-series fit on training
+rows. Each component is scored beside it (`transformer`, `prior`, `own`; the ridge baseline is
+the ridge component).
 
 The validation days are scored the same way (`val_*` metrics): they chose epochs, pruning and
 the blend's weights, so the holdout, which nothing chose from, is the headline.
@@ -20,6 +21,7 @@ import polars as pl
 import torch
 
 from spreadcast import cli, config
+from spreadcast.evaluation import own
 from spreadcast.evaluation.baseline import const_rank, predict_ridge
 from spreadcast.evaluation.report import compare, has_signal, headline, oracle_for, oracle_table
 from spreadcast.features import windows
@@ -60,18 +62,22 @@ def main() -> None:
     gate_stats = {lag: {"features": int(g.numel()), "mean": float(g.mean()), "sparsity": float((g < SPARSE_GATE).float().mean())}
                   for lag, g in gates.items()}
 
-    x = tensors.features.numpy()
+    x = tensors.features.numpy()[:, tensors.model_columns]
+    z = own.inputs(tensors.features.numpy(), own.columns(tensors.own, tensors.feature_names))
+    own_coef = load_array(Path(args.blend) / "own_train_coef.npy")
     # the blend's ridge component, fit on training rows (penalty chosen by walk-forward folds)
     weights, intercept = (load_array(Path(args.blend) / f"ridge_train_{part}.npy") for part in ("weights", "intercept"))
     predictions["ridge"] = predict_ridge(weights, intercept, x[rows])      # standardised, like the model
     constant = const_rank(tensors.raw_labels[tensors.splits.train])
     predictions["const_rank"] = np.tile(constant, (rows.size, 1))
     predictions["prior"] = prior[rows]
+    predictions["own"] = own.predict(z[rows], own_coef)
     val_rows = tensors.splits.val
     val_predictions = {**dict(zip(("model", "transformer"), served(val_rows))),
                        "ridge": predict_ridge(weights, intercept, x[val_rows]),
                        "const_rank": np.tile(constant, (val_rows.size, 1)),
-                       "prior": prior[val_rows]}
+                       "prior": prior[val_rows],
+                       "own": own.predict(z[val_rows], own_coef)}
 
     oracle = oracle_for(Path(args.oracle), registry)
     if oracle is not None and not has_signal(oracle / "ceiling.parquet"):

@@ -33,7 +33,7 @@ def run(args, train_cfg, cfg, ctx: distributed.Context, device) -> None:
     if not ctx.main:                           # other ranks train; rank 0 alone writes
         finetune(Path(args.train), kept, tensors, args.lag, train_cfg, cfg, Path(args.work), None, ctx, device)
         return
-    print(f"finetune lag {args.lag}: {len(kept)} of {len(tensors.feature_names)} features, "
+    print(f"finetune lag {args.lag}: {len(kept)} of {len(tensors.model_inputs)} features, "
           f"{cfg.epochs} epochs at lr {cfg.lr}" + (f", {ctx.world} processes" if ctx.active else ""), flush=True)
     with atomic_dir(args.out) as tmp:
         live = open_live(tmp / "live")

@@ -1,5 +1,10 @@
 """Engineer features from published prices and screen them on the training fold.
 
+The registry's `features` are every column the scaling stage standardises: the screened model
+inputs (`model_inputs`, what the transformer and the ridge read) and, with `features.own`, each
+target's own features (`own`: one name or null per slot, for the blend's own-series component),
+which bypass the screen.
+
 usage: python stages/prescreen.py --data artifacts/data --splits artifacts/splits --out artifacts/features
 """
 import dataclasses
@@ -9,7 +14,7 @@ import polars as pl
 from spreadcast import cli, config
 from spreadcast.data.ingest import load_ingested
 from spreadcast.data.layout import DATE
-from spreadcast.features.engineer import column_kinds, engineer
+from spreadcast.features.engineer import column_kinds, engineer, own_features, own_slots
 from spreadcast.features.prescreen import prescreen
 from spreadcast.features import splits as date_splits
 from spreadcast.io import atomic_dir, write_json
@@ -33,10 +38,17 @@ def main() -> None:
           f"(training fold: {splits.train.size} days)")
 
     index = {n: j for j, n in enumerate(names)}
+    own = [[n if n in index else None for n in own_features(t, feat_cfg)] for t in data.targets] if feat_cfg.own else []
+    columns = list(dict.fromkeys(kept + [n for slots in own for n in slots if n is not None]))
+    if own:
+        print(f"prescreen: {len(columns) - len(kept)} more features are targets' own series "
+              f"({len(own_slots(feat_cfg))} slots per target)")
     with atomic_dir(args.out) as tmp:
-        pl.DataFrame({DATE: data.date_ids, **{n: matrix[:, index[n]] for n in kept}}).write_parquet(
+        pl.DataFrame({DATE: data.date_ids, **{n: matrix[:, index[n]] for n in columns}}).write_parquet(
             tmp / "features.parquet")
-        write_json(tmp / "registry.json", {"features": kept, "engineering": dataclasses.asdict(feat_cfg), "kinds": kinds,
+        write_json(tmp / "registry.json", {"features": columns, "model_inputs": kept,
+                                           "own": {"slots": own_slots(feat_cfg) if own else [], "features": own},
+                                           "engineering": dataclasses.asdict(feat_cfg), "kinds": kinds,
                                            "splits": splits.to_dict(data.date_ids)})
         write_json(tmp / "report.json", report)
         ranked = sorted(report, key=lambda r: -r["score"])

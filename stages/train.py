@@ -45,9 +45,9 @@ def train(args, cfg: config.TrainConfig, ctx: distributed.Context, device: torch
     cols = tensors.head(args.lag)
     if cols.size == 0:
         raise config.ConfigError(f"--lag {args.lag}: no targets of this lag in {args.tensors}")
-    data = head_data(tensors, args.lag)
+    data = head_data(tensors, args.lag, tensors.model_inputs)
     torch.manual_seed(cfg.seed)
-    mcfg = model_config(cfg, len(tensors.feature_names), int(cols.size), tensors.history)
+    mcfg = model_config(cfg, len(tensors.model_inputs), int(cols.size), tensors.history)
     model = SpreadTransformer(mcfg)
     if cfg.linear_start_alpha > 0:             # the linear path starts at its ridge fit
         linear.ridge_start(model, data.windows, data.train_rows, cfg.linear_start_alpha)
@@ -63,7 +63,7 @@ def train(args, cfg: config.TrainConfig, ctx: distributed.Context, device: torch
     if ctx.main:
         backend = attention_backend(model, cfg.batch_size, device, cfg.amp)
         print(f"  precision {precision}; windows on {where}; attention {backend}", flush=True)
-    meta = {"model": mcfg.to_dict(), "lag": args.lag, "features": tensors.feature_names,
+    meta = {"model": mcfg.to_dict(), "lag": args.lag, "features": tensors.model_inputs,
             "targets": [tensors.target_names[j] for j in cols],
             "params_hash": config.params_hash(cfg), "data_fingerprint": data_fingerprint(Path(args.tensors))}
     work = Path(args.work)

@@ -25,11 +25,14 @@ def main() -> None:
     scaler = scaling.Scaler.from_dict(read_json(Path(args.scaling) / "scaling.json"))
     splits = date_splits.load(args.splits, data.date_ids)
     scaled, missing = scaler.transform_parquet(Path(args.features) / "features.parquet")
+    registry = read_json(Path(args.features) / "registry.json")
     with atomic_dir(args.out) as tmp:
         windows.export(tmp, features=scaled, missing=missing, labels=data.labels / scaler.target_scale,
                        raw_labels=data.labels, date_ids=data.date_ids, splits=splits)
         write_json(tmp / "meta.json", {
             "features": scaler.features,
+            "model_inputs": registry["model_inputs"],
+            "own": registry["own"],
             "targets": [t.to_dict() for t in data.targets],
             "target_scale": scaler.target_scale.tolist(),
             "history": cfg.history, "embargo": cfg.embargo,

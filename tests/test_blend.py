@@ -26,13 +26,14 @@ def test_bounded_least_squares_is_exact_on_the_box():
         assert loss(w) <= loss(rng.uniform(0, 0.5, 3)) + 1e-9
 
 
-@pytest.mark.parametrize("carrier", ["transformer", "prior"])
+@pytest.mark.parametrize("carrier", ["transformer", "prior", "own"])
 def test_weights_follow_the_component_with_the_signal(carrier):
     rng, lags, drift, signal, labels = market()
     prior = blend.prior_series(labels, delay=3)
     noise = rng.normal(size=labels.shape)
     components = {"transformer": signal if carrier == "transformer" else noise,
-                  "ridge": rng.normal(size=labels.shape), "prior": prior}
+                  "ridge": rng.normal(size=labels.shape), "prior": prior,
+                  "own": signal if carrier == "own" else rng.normal(size=labels.shape)}
     fit_rows, test_rows = slice(50, 200), slice(200, 300)
     fitted = blend.fit({k: v[fit_rows] for k, v in components.items()}, labels[fit_rows], lags, 0.3)
     for lag, w in fitted.weights.items():
@@ -50,7 +51,7 @@ def test_nothing_to_keep_falls_back_to_the_prior():
     anti = {name: -labels + rng.normal(size=labels.shape) for name in blend.COMPONENTS}   # all point the wrong way
     fitted = blend.fit(anti, labels, lags, 0.3)
     for w in fitted.weights.values():
-        assert w[0] == w[1] == 0.0 and 0.0 < w[2] < 0.01
+        assert w[0] == w[1] == w[3] == 0.0 and 0.0 < w[2] < 0.01
 
 
 def test_prior_uses_a_label_row_only_when_complete():
@@ -69,7 +70,7 @@ def test_prior_uses_a_label_row_only_when_complete():
 
 
 def test_round_trip_and_refusal():
-    fitted = blend.Blend(weights={1: [0.1, 0.0, 0.2]}, max_weight=0.3)
+    fitted = blend.Blend(weights={1: [0.1, 0.0, 0.2, 0.05]}, max_weight=0.3)
     assert blend.Blend.from_dict(fitted.to_dict()) == fitted
     bad = fitted.to_dict() | {"components": ["ridge", "transformer", "prior"]}
     with pytest.raises(ValueError, match="components"):

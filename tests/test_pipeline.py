@@ -92,7 +92,7 @@ def test_prune_by_validation_keeps_the_best_candidate_count(tiny_project, tmp_pa
                           "--heads", "artifacts/train", "--out", "artifacts/prune/lag1"], cwd=tmp_path, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     registry = json.loads((tmp_path / "artifacts/prune/lag1/registry.json").read_text())
-    n_features = len(json.loads((tmp_path / "artifacts/tensors/meta.json").read_text())["features"])
+    n_features = len(json.loads((tmp_path / "artifacts/tensors/meta.json").read_text())["model_inputs"])
     tried = {int(k): v for k, v in registry["validation_sharpe_by_count"].items()}
     assert set(tried) == {4, 8, n_features}                  # 1000 is capped at every feature
     best = max(tried, key=lambda k: (tried[k], -k))

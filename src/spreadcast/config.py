@@ -184,6 +184,7 @@ class FeaturesConfig:
     revealed_labels: bool = True
     deviation_halflives: list[float] = field(default_factory=lambda: [5.0, 20.0])
     levels: bool = True
+    own: bool = True           # each target's own series' features, for the blend's own-series component
 
     def validate(self, s: str) -> None:
         _require(len(self.return_horizons) > 0 and all(1 <= h <= 250 for h in self.return_horizons),
@@ -357,6 +358,7 @@ class BlendConfig:
     folds: int = 3             # walk-forward folds over the training days that choose the ridge
     ridge_alphas: list[float] = field(default_factory=lambda: [0.3, 1.0, 3.0, 10.0, 30.0, 100.0])
     ridge_halflives: list[float] = field(default_factory=lambda: [0.0, 250.0])   # 0: every day equal
+    own_alphas: list[float] = field(default_factory=lambda: [0.01, 0.1, 1.0, 10.0])   # the own-series fit's penalties
 
     def validate(self, s: str) -> None:
         _require(self.max_weight > 0.0, f"{s}.max_weight", "must be positive")
@@ -365,6 +367,8 @@ class BlendConfig:
                  "needs at least one penalty, each positive")
         _require(len(self.ridge_halflives) > 0 and all(h == 0.0 or h >= 5.0 for h in self.ridge_halflives),
                  f"{s}.ridge_halflives", "needs at least one half-life, each 0 (equal weights) or >= 5 days")
+        _require(len(self.own_alphas) > 0 and all(a > 0.0 for a in self.own_alphas), f"{s}.own_alphas",
+                 "needs at least one penalty, each positive")
 
 
 @dataclass

@@ -1,13 +1,16 @@
-"""The served forecast: a bounded blend of the transformer, a ridge and a constant-rank prior.
+"""The served forecast: a bounded blend of the transformer, a ridge, a constant-rank prior and
+each target's own-series forecast.
 
-Three components, each standardised across all targets every day (zero mean, unit spread), so
+Four components, each standardised across all targets every day (zero mean, unit spread), so
 their scales are comparable whatever the market:
 
 - `transformer`: the lag heads' forecasts;
 - `ridge`: a ridge on every model input (the last day of each window), fit on training rows
   for evaluation and refit on every published label for the submission and serving;
 - `prior`: each target's mean daily rank over every label row already complete (all lags
-  published): the row of date d enters on d + max_lag + 1. It keeps updating while serving.
+  published): the row of date d enters on d + max_lag + 1. It keeps updating while serving;
+- `own`: each target from its own series' features, one pooled fit per lag (`evaluation.own`),
+  fit on training rows for evaluation and refit on every published label for serving.
 
 Per lag, the weights minimise the squared error of the daily centred ranks of the labels
 (rank / (n - 1) - 0.5, all targets ranked together, as the metric ranks them) on days the
@@ -22,7 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-COMPONENTS = ("transformer", "ridge", "prior")
+COMPONENTS = ("transformer", "ridge", "prior", "own")
 
 
 def daily_ranks(labels: np.ndarray) -> np.ndarray:
@@ -121,7 +124,7 @@ def fit(components: dict[str, np.ndarray], labels: np.ndarray, target_lags: np.n
         target = y[:, cols].ravel()
         x = np.stack([scaled[name][:, cols].ravel() for name in COMPONENTS], axis=1)
         keep = np.isfinite(target)
-        w = bounded_least_squares(x[keep], target[keep], max_weight) if keep.sum() > len(COMPONENTS) else np.zeros(3)
+        w = bounded_least_squares(x[keep], target[keep], max_weight) if keep.sum() > len(COMPONENTS) else np.zeros(len(COMPONENTS))
         if not w.any():
             w[COMPONENTS.index("prior")] = 1e-3 * max_weight      # nothing validated: the prior alone
         weights[lag] = [float(v) for v in w]

@@ -16,6 +16,10 @@ A value at date t uses only cells published at or before t:
   average is forecast by; on a single price they would nearly repeat its smoothed returns);
 - revealed labels: the label of date d for lag k enters at t = d + k + 1, the day it is published.
 
+Each target also has its *own* features (`own_features`, with `own`): the changes, z-score and
+deviations of its own pair spread (of its one price for a single-asset target) and its own
+revealed label, one per slot of `own_slots`, the inputs of the blend's own-series component.
+
 Missing stays NaN here; the windows stage turns it into an explicit mask, never a silent fill.
 """
 from __future__ import annotations
@@ -123,6 +127,29 @@ def column_features(name: str, values: np.ndarray, cfg: FeaturesConfig, kind: st
         if kind == "level" and cfg.levels:
             out[f"{name}__level"] = _scatter(series, idx, n)
     return out
+
+
+def own_slots(cfg: FeaturesConfig) -> list[str]:
+    """The kinds of a target's own features, in order: the same for every target."""
+    return ([f"chg{h}" for h in cfg.return_horizons] + ["z"] + [deviation_name(hl) for hl in cfg.deviation_halflives]
+            + ["revealed"])
+
+
+def own_features(target: Target, cfg: FeaturesConfig) -> list[str | None]:
+    """The names of a target's own features, one per `own_slots` entry (None: the slot has no
+    feature for it: a single price has no deviation, and no spreads or revealed labels where
+    they are off)."""
+    if target.b is None:
+        stem = target.a
+        series = [f"{stem}__ret{h}" for h in cfg.return_horizons] + [f"{stem}__z{cfg.level_window}"]
+        series += [None] * len(cfg.deviation_halflives)
+    elif cfg.spreads:
+        stem = f"spread[{target.a}|{target.b}]"
+        series = [f"{stem}__chg{h}" for h in cfg.return_horizons] + [f"{stem}__z{cfg.spread_z_window}"]
+        series += [f"{stem}__{deviation_name(hl)}" for hl in cfg.deviation_halflives]
+    else:
+        series = [None] * (len(cfg.return_horizons) + 1 + len(cfg.deviation_halflives))
+    return series + [f"{target.name}__revealed" if cfg.revealed_labels else None]
 
 
 def family(name: str) -> str:

@@ -64,7 +64,7 @@ class HeadData:
 class Tensors:
     """The exported tensors of the `windows` stage, as loaded for training and inference."""
 
-    features: torch.Tensor      # (dates, F) float32 scaled, missing cells 0
+    features: torch.Tensor      # (dates, F) float32 scaled, missing cells 0: model inputs and own features
     missing: torch.Tensor       # (dates, F) float32, 1 where the feature is missing
     labels: torch.Tensor        # (dates, T) float32 standardised labels, NaN = no label
     raw_labels: np.ndarray      # (dates, T) float64 labels as published
@@ -75,6 +75,14 @@ class Tensors:
     target_lags: np.ndarray     # (T,)
     target_scale: np.ndarray    # (T,)
     history: int
+    model_inputs: list[str]     # the features the transformer and the ridge read
+    own: list[list[str | None]]  # each target's own features, one name or None per slot (empty: none)
+
+    @property
+    def model_columns(self) -> np.ndarray:
+        """Column indices of `model_inputs` in `features`."""
+        index = {f: i for i, f in enumerate(self.feature_names)}
+        return np.array([index[f] for f in self.model_inputs], dtype=np.int64)
 
     def head(self, lag: int) -> np.ndarray:
         """Column indices of the targets of one lag."""
@@ -123,6 +131,8 @@ def load(folder) -> Tensors:
         target_lags=np.array([t["lag"] for t in meta["targets"]]),
         target_scale=np.asarray(meta["target_scale"]),
         history=int(meta["history"]),
+        model_inputs=meta["model_inputs"],
+        own=meta["own"]["features"] or [[] for _ in meta["targets"]],
     )
 
 

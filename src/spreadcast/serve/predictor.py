@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from spreadcast.evaluation import own
 from spreadcast.evaluation.blend import Blend
 from spreadcast.features.windows import Tensors
 from spreadcast.io import load_array, read_json
@@ -58,12 +59,16 @@ def served_folder(artifacts: str | Path, lag: int) -> Path:
 
 @dataclass
 class BlendParts:
-    """What the blend needs beside the heads: its weights, the ridge and the prior's start."""
+    """What the blend needs beside the heads: its weights, the ridge, the own-series fit and the
+    prior's start."""
 
     blend: Blend
     target_lags: np.ndarray        # (T,) lag of each target, registry order
-    ridge_weights: np.ndarray      # (F x T) on the model inputs
+    ridge_inputs: list[str]        # the features the ridge reads (the model inputs)
+    ridge_weights: np.ndarray      # (F x T) on them
     ridge_intercept: np.ndarray    # (T,)
+    own_features: list[list]       # each target's own features, a name or None per slot
+    own_coef: np.ndarray           # (T x slots)
     prior_sum: np.ndarray          # (T,) sum of daily ranks of the label rows up to prior_upto
     prior_count: np.ndarray        # (T,)
     prior_upto: int                # last label date in the sums
@@ -72,14 +77,16 @@ class BlendParts:
 
 def load_blend(folder: str | Path, ridge: str = "all") -> BlendParts | None:
     """The blend stage's output (`ridge`: "train" for evaluation, "all" for submission and
-    serving), or None where the blend is off."""
+    serving: the ridge and the own-series fit of those rows), or None where the blend is off."""
     folder = Path(folder)
     meta = read_json(folder / "blend.json")
     if not meta["enabled"]:
         return None
     return BlendParts(blend=Blend.from_dict(meta["blend"]), target_lags=np.asarray(meta["target_lags"]),
+                      ridge_inputs=meta["ridge_inputs"],
                       ridge_weights=load_array(folder / f"ridge_{ridge}_weights.npy"),
                       ridge_intercept=load_array(folder / f"ridge_{ridge}_intercept.npy"),
+                      own_features=meta["own"]["features"], own_coef=load_array(folder / f"own_{ridge}_coef.npy"),
                       prior_sum=load_array(folder / "prior_sum.npy"), prior_count=load_array(folder / "prior_count.npy"),
                       prior_upto=int(meta["prior"]["upto"]), delay=int(meta["prior"]["delay"]))
 
@@ -89,8 +96,8 @@ class Forecaster:
 
     `features` names the columns of the inputs it is given (the scaler's and exported tensors'
     order); each head reads its own features by name, and writes its own targets. With `blend`,
-    the forecast is the blend of the heads' forecasts, the ridge on the window's last day and
-    the prior given with each call (see `evaluation.blend`).
+    the forecast is the blend of the heads' forecasts, the ridge and the own-series fit on the
+    window's last day, and the prior given with each call (see `evaluation.blend`).
     """
 
     def __init__(self, heads: list[Head], features: list[str], targets: list[str],
@@ -112,6 +119,13 @@ class Forecaster:
             self.columns.append(torch.tensor([index[f] for f in head.features]))
             self.outputs.append(np.array([position[t] for t in head.targets]))
 
+        if blend is not None:
+            unknown = [f for f in blend.ridge_inputs if f not in index]
+            if unknown:
+                raise checkpoint.CheckpointError(f"the blend's ridge reads feature {unknown[0]!r}, "
+                                                 f"which the model inputs do not have")
+            self.ridge_columns = np.array([index[f] for f in blend.ridge_inputs], dtype=np.int64)
+            self.own_columns = own.columns(blend.own_features, features)
         self.modules: list[torch.nn.Module] = [head.model for head in heads]
         self.windows: list[_DayTerms] = []      # serving: each head's day terms of the window (`reset`)
         self.steps: list[torch.nn.Module] = [_FromDayTerms(head.model) for head in heads]
@@ -132,12 +146,13 @@ class Forecaster:
         return self._blended(out, x[:, -1].double().numpy(), prior)
 
     def _blended(self, heads: np.ndarray, last: np.ndarray, prior: np.ndarray | None) -> np.ndarray:
-        """The heads' forecasts (B x targets), or their blend with the ridge on each window's last
-        day `last` (B x features) and the prior."""
+        """The heads' forecasts (B x targets), or their blend with the ridge and the own-series fit
+        on each window's last day `last` (B x features) and the prior."""
         if self.blend is None:
             return heads
-        ridge = last @ self.blend.ridge_weights + self.blend.ridge_intercept
-        return self.blend.blend.combine({"transformer": heads, "ridge": ridge, "prior": prior},
+        ridge = last[:, self.ridge_columns] @ self.blend.ridge_weights + self.blend.ridge_intercept
+        mine = own.predict(own.inputs(last, self.own_columns), self.blend.own_coef)
+        return self.blend.blend.combine({"transformer": heads, "ridge": ridge, "prior": prior, "own": mine},
                                         self.blend.target_lags)
 
     # -- serving: one window a day ------------------------------------------------------------
