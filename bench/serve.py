@@ -81,7 +81,7 @@ def full_size_artifacts(folder: Path) -> Path:
         if out.returncode != 0:
             raise SystemExit(f"{script} failed:\n{out.stderr[-3000:]}")
     meta = read_json(d / "tensors" / "meta.json")
-    features = meta["features"]
+    features = meta["model_inputs"]
     train = params["train"]
     for lag in params["data"]["lags"]:
         targets = [t["name"] for t in meta["targets"] if t["lag"] == lag]
@@ -130,7 +130,7 @@ def main() -> None:
                 print(f"{size:8} run {i + 1}: cold {r['cold_start_s']:.2f} s  median {r['latency_median_ms']:.2f} ms  "
                       f"p99 {r['latency_p99_ms']:.2f} ms  peak RSS {r['peak_rss_mib']:.0f} MiB  "
                       f"fallbacks {r['fallbacks']}", flush=True)
-            sizes[size] = {**summarise(runs), "targets": len(meta["targets"]), "features": len(meta["features"]),
+            sizes[size] = {**summarise(runs), "targets": len(meta["targets"]), "features": len(meta["model_inputs"]),
                            "history": meta["history"]}
     head = sizes.get("default") or next(iter(sizes.values()))
     result = {k: head[k] for k in ("days", "cold_start_s", "latency_median_ms", "latency_p99_ms", "fallbacks")}

@@ -50,10 +50,10 @@ def prior_series(labels: np.ndarray, delay: int) -> np.ndarray:
 
 
 def standardise(values: np.ndarray) -> np.ndarray:
-    """Each row centred and scaled across targets; a constant row becomes zeros."""
+    """Each row centred and scaled across targets (the last axis); a constant row becomes zeros."""
     values = np.asarray(values, dtype=np.float64)
-    centred = values - values.mean(axis=1, keepdims=True)
-    spread = centred.std(axis=1, keepdims=True)
+    centred = values - values.mean(axis=-1, keepdims=True)
+    spread = centred.std(axis=-1, keepdims=True)
     return np.divide(centred, spread, out=np.zeros_like(centred), where=spread > 1e-12)
 
 
@@ -92,13 +92,14 @@ class Blend:
 
     def combine(self, components: dict[str, np.ndarray], target_lags: np.ndarray) -> np.ndarray:
         """The blended forecast (rows x targets) from raw components (rows x targets)."""
-        scaled = {name: standardise(components[name]) for name in COMPONENTS}
-        out = np.zeros_like(scaled["prior"])
+        stacked = np.stack([np.asarray(components[name], dtype=np.float64) for name in COMPONENTS])
+        return np.einsum("ct,cbt->bt", self.per_target(target_lags), standardise(stacked))
+
+    def per_target(self, target_lags: np.ndarray) -> np.ndarray:
+        """Each component's weight for each target (components x targets; 0 for a lag not fit)."""
+        out = np.zeros((len(COMPONENTS), len(target_lags)))
         for lag, w in self.weights.items():
-            cols = np.flatnonzero(target_lags == lag)
-            for weight, name in zip(w, COMPONENTS):
-                if weight:
-                    out[:, cols] += weight * scaled[name][:, cols]
+            out[:, target_lags == lag] = np.asarray(w)[:, None]
         return out
 
     def to_dict(self) -> dict:
