@@ -48,7 +48,7 @@ def main() -> None:
     published = np.flatnonzero(np.isfinite(tensors.raw_labels).any(axis=1))
     w_all, b_all = fit_ridge(x, y, choice.alpha, published, choice.halflife)
 
-    z = own.inputs(tensors.features.numpy(), own.columns(tensors.own, tensors.feature_names))
+    z = own.tensor_inputs(tensors)
     own_choice = own.select(z, tensors.raw_labels, tensors.target_lags, splits.train, cfg.own_alphas, cfg.folds, delay)
     print(f"blend: own-series fit ({z.shape[2]} inputs per target) chosen on the same folds: "
           f"alpha {own_choice.alpha:g}")

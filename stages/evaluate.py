@@ -63,7 +63,7 @@ def main() -> None:
                   for lag, g in gates.items()}
 
     x = tensors.features.numpy()[:, tensors.model_columns]
-    z = own.inputs(tensors.features.numpy(), own.columns(tensors.own, tensors.feature_names))
+    z = own.tensor_inputs(tensors)
     own_coef = load_array(Path(args.blend) / "own_train_coef.npy")
     # the blend's ridge component, fit on training rows (penalty chosen by walk-forward folds)
     weights, intercept = (load_array(Path(args.blend) / f"ridge_train_{part}.npy") for part in ("weights", "intercept"))

@@ -37,6 +37,11 @@ def inputs(x: np.ndarray, cols: np.ndarray) -> np.ndarray:
     return out
 
 
+def tensor_inputs(tensors) -> np.ndarray:
+    """The own inputs (dates x targets x slots) of the exported tensors (`features.windows.Tensors`)."""
+    return inputs(tensors.features.numpy(), columns(tensors.own, tensors.feature_names))
+
+
 def fit(z: np.ndarray, labels: np.ndarray, target_lags: np.ndarray, alpha: float) -> np.ndarray:
     """Coefficients (targets x slots, equal within a lag) of the ridge of the labels' daily
     centred ranks on the own inputs z (rows x targets x slots), pooled over each lag's targets.

@@ -112,26 +112,27 @@ class Forecaster:
         self.blend = blend
         index = {f: i for i, f in enumerate(features)}
         position = {t: j for j, t in enumerate(targets)}
+
+        def columns(names: list[str], reader: str) -> np.ndarray:
+            missing = [f for f in names if f not in index]
+            if missing:
+                raise checkpoint.CheckpointError(f"{reader} reads feature {missing[0]!r}, "
+                                                 f"which the model inputs do not have")
+            return np.array([index[f] for f in names], dtype=np.int64)
+
         self.heads, self.targets = heads, list(targets)
         self.columns, self.outputs = [], []
         for head in heads:
-            missing = [f for f in head.features if f not in index]
-            if missing:
-                raise checkpoint.CheckpointError(f"lag {head.lag} model reads feature {missing[0]!r}, "
-                                                 f"which the model inputs do not have")
+            cols = columns(head.features, f"lag {head.lag} model")
             unknown = [t for t in head.targets if t not in position]
             if unknown:
                 raise checkpoint.CheckpointError(f"lag {head.lag} model forecasts target {unknown[0]!r}, "
                                                  f"which is not in the registry")
-            self.columns.append(torch.tensor([index[f] for f in head.features]))
+            self.columns.append(torch.from_numpy(cols))
             self.outputs.append(np.array([position[t] for t in head.targets]))
 
         if blend is not None:
-            unknown = [f for f in blend.ridge_inputs if f not in index]
-            if unknown:
-                raise checkpoint.CheckpointError(f"the blend's ridge reads feature {unknown[0]!r}, "
-                                                 f"which the model inputs do not have")
-            self.ridge_columns = np.array([index[f] for f in blend.ridge_inputs], dtype=np.int64)
+            self.ridge_columns = columns(blend.ridge_inputs, "the blend's ridge")
             self.own_columns = own.columns(blend.own_features, features)
         self.modules: list[torch.nn.Module] = [head.model for head in heads]
         self.windows: list[_DayTerms] = []      # serving: each head's day terms of the window (`reset`)
