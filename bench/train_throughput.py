@@ -18,7 +18,6 @@ with the peak GPU memory and the attention kernel the profiler sees, into
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import resource

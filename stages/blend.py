@@ -1,15 +1,17 @@
 """Fit the served blend of the transformer, a ridge, the constant-rank prior and the own-series
-component, per lag, on the validation days (see `spreadcast.evaluation.blend`), and the ridges,
-own-series fits and prior it serves with.
+component, per lag (see `spreadcast.evaluation.blend`), and the ridges, own-series fits and prior
+it serves with.
 
 The ridge's penalty and recency half-life, and the own-series fit's penalty, are chosen by
-walk-forward folds over the training days (`spreadcast.evaluation.walkforward`; every
-candidate's fold scores go to `blend.json`). Writes `blend.json` (weights, each component's
-validation Sharpe, the inputs the ridge and the own-series fit read), the ridge and own-series
-fits on training rows (`ridge_train_*`, `own_train_coef`, for the holdout evaluation) and on
-every published label (`ridge_all_*`, `own_all_coef`, for the submission and serving), and the
-prior's sums over the label rows complete by the last training day (`prior_*`), which serving
-keeps updating.
+walk-forward folds over the training days (`spreadcast.evaluation.walkforward`; each fold's
+ridge reads the inputs the prescreen chose on that fold's fitting days). The blend's weights are
+fit on the folds' forecasts and the validation days' (`blend.fit_on`). Writes `blend.json`
+(weights; every fold's and the validation days' Sharpe and mean IC per component, overall and
+per lag; each candidate's fold scores; the inputs the ridge and the own-series fit read), the
+ridge and own-series fits on training rows (`ridge_train_*`, `own_train_coef`, for the holdout
+evaluation) and on every published label (`ridge_all_*`, `own_all_coef`, for the submission and
+serving), and the prior's sums over the label rows complete by the last training day
+(`prior_*`), which serving keeps updating.
 
 usage: python stages/blend.py --data artifacts/data --tensors artifacts/tensors --models artifacts/finetune --out artifacts/blend
 """
@@ -20,7 +22,7 @@ import numpy as np
 from spreadcast import cli, config
 from spreadcast.evaluation import blend, metric, own
 from spreadcast.evaluation.baseline import predict_ridge
-from spreadcast.evaluation.walkforward import fit_ridge, select_ridge
+from spreadcast.evaluation.walkforward import fit_ridge, folds, select_ridge
 from spreadcast.features import windows
 from spreadcast.io import atomic_dir, read_json, save_arrays, write_json
 from spreadcast.serve.predictor import load_heads, predict_rows
@@ -36,34 +38,44 @@ def main() -> None:
     cfg = config.load("blend", args.params)
     lags = config.load("data", args.params).lags
 
+    n_folds = config.load("walkforward", args.params).folds
+
     tensors = windows.load(args.tensors)
     splits = tensors.splits
     delay = int(tensors.target_lags.max()) + 1
-    x, y = tensors.features.numpy()[:, tensors.model_columns], tensors.labels.numpy()
-    choice = select_ridge(x, y, tensors.raw_labels, splits.train, cfg.ridge_alphas, cfg.ridge_halflives,
-                          cfg.folds, delay)
-    print(f"blend: ridge chosen on {cfg.folds} walk-forward folds of the training days: "
-          f"alpha {choice.alpha:g}, half-life {choice.halflife:g} days (0 = equal weights)")
+    every, y = tensors.features.numpy(), tensors.labels.numpy()
+    x, fold_columns = every[:, tensors.model_columns], tensors.fold_columns(n_folds)
+    choice = select_ridge(every, y, tensors.raw_labels, splits.train, cfg.ridge_alphas, cfg.ridge_halflives,
+                          n_folds, delay, fold_columns)
+    print(f"blend: ridge chosen on {n_folds} walk-forward folds of the training days (each on its own "
+          f"screen's inputs): alpha {choice.alpha:g}, half-life {choice.halflife:g} days (0 = equal weights)")
     w_train, b_train = fit_ridge(x, y, choice.alpha, splits.train, choice.halflife)
     published = np.flatnonzero(np.isfinite(tensors.raw_labels).any(axis=1))
     w_all, b_all = fit_ridge(x, y, choice.alpha, published, choice.halflife)
 
     z = own.tensor_inputs(tensors)
-    own_choice = own.select(z, tensors.raw_labels, tensors.target_lags, splits.train, cfg.own_alphas, cfg.folds, delay)
+    own_choice = own.select(z, tensors.raw_labels, tensors.target_lags, splits.train, cfg.own_alphas, n_folds, delay)
     print(f"blend: own-series fit ({z.shape[2]} inputs per target) chosen on the same folds: "
           f"alpha {own_choice.alpha:g}")
     own_train = own.fit(z[splits.train], tensors.raw_labels[splits.train], tensors.target_lags, own_choice.alpha)
     own_all = own.fit(z[published], tensors.raw_labels[published], tensors.target_lags, own_choice.alpha)
 
     val = splits.val
+    prior = blend.prior_series(tensors.raw_labels, delay)
     components = {"transformer": predict_rows(load_heads(args.models, lags), tensors, val),
                   "ridge": predict_ridge(w_train, b_train, x[val]),
-                  "prior": blend.prior_series(tensors.raw_labels, delay)[val],
+                  "prior": prior[val],
                   "own": own.predict(z[val], own_train)}
-    fitted = blend.fit(components, tensors.raw_labels[val], tensors.target_lags, cfg.max_weight)
-    labels = tensors.raw_labels[val]
-    sharpe = {name: metric.summary(labels, c)["sharpe"] for name, c in components.items()}
-    sharpe["blend"] = metric.summary(labels, fitted.combine(components, tensors.target_lags))["sharpe"]
+    # out-of-sample evidence: every walk-forward fold (the ridge, own-series fit and prior, each
+    # fit before the fold), then the validation days (all four components)
+    evidence = fold_forecasts(tensors, every, y, z, prior, fold_columns, choice, own_choice.alpha, n_folds, delay)
+    evidence.append(("validation", val, components))
+    used = evidence if cfg.fit_on == "walk_forward" else evidence[-1:]
+    fitted = blend.fit({name: np.vstack([c[name] for _, _, c in used]) for name in blend.COMPONENTS},
+                       np.vstack([tensors.raw_labels[r] for _, r, _ in used]), tensors.target_lags, cfg.max_weight)
+    report = [fold_report(tensors, *entry, fitted) for entry in evidence]
+    fit_days = int(sum(r.size for _, r, _ in used))
+    sharpe = report[-1]["sharpe"]
 
     # the prior's sums over the label rows complete by the last training day
     upto_date = read_json(Path(args.data) / "registry.json")["train_dates"][1] - delay
@@ -78,15 +90,53 @@ def main() -> None:
             "enabled": cfg.enabled, "blend": fitted.to_dict(),
             "target_lags": tensors.target_lags.tolist(),
             "prior": {"upto": int(upto_date), "delay": delay},
-            "fit_days": int(val.size),
+            "fit_on": cfg.fit_on, "fit_days": fit_days,
             "ridge": choice.to_dict(), "ridge_inputs": tensors.model_inputs,
             "own": {**own_choice.to_dict(), "features": tensors.own},
-            "fit_sharpe": sharpe})
+            "fit_sharpe": sharpe, "walk_forward": report})
     weights = "  ".join(f"lag {k}: " + " ".join(f"{n} {w:.3f}" for n, w in zip(blend.COMPONENTS, v))
                         for k, v in fitted.weights.items())
-    print(f"blend: {'on' if cfg.enabled else 'off'}; weights fit on {val.size} validation days  {weights}")
-    print("blend: validation Sharpe (the days the weights were fit on)  "
-          + "  ".join(f"{n} {v:+.3f}" for n, v in sharpe.items()))
+    where = (f"{n_folds} walk-forward folds and the validation days" if cfg.fit_on == "walk_forward"
+             else "the validation days")
+    print(f"blend: {'on' if cfg.enabled else 'off'}; weights fit on {fit_days} days of {where}  {weights}")
+    for entry in report:
+        print(f"blend: {entry['fold']} ({entry['days']} days from {entry['dates'][0]}) Sharpe  "
+              + "  ".join(f"{n} {v:+.3f}" for n, v in entry["sharpe"].items()))
+
+
+def fold_forecasts(tensors, every, y, z, prior, fold_columns, ridge, own_alpha, n_folds, delay):
+    """(name, test rows, components) of each walk-forward fold over the training days: the ridge on the
+    inputs screened on the fold's fitting days and the own-series fit, both fit on those days with
+    the chosen settings, and the prior. The transformer is trained once, on every training day,
+    so it forecasts no fold: its component there is zero (the blend learns its weight from the
+    validation days alone)."""
+    out = []
+    raw, lags = tensors.raw_labels, tensors.target_lags
+    for k, (fit_rows, test_rows) in enumerate(folds(tensors.splits.train, n_folds, delay)):
+        xk = every[:, fold_columns[k]]
+        w, b = fit_ridge(xk, y, ridge.alpha, fit_rows, ridge.halflife)
+        coef = own.fit(z[fit_rows], raw[fit_rows], lags, own_alpha)
+        out.append((f"fold {k + 1}", test_rows, {"transformer": np.zeros((test_rows.size, raw.shape[1])),
+                                "ridge": predict_ridge(w, b, xk[test_rows]), "prior": prior[test_rows],
+                                "own": own.predict(z[test_rows], coef)}))
+    return out
+
+
+def fold_report(tensors, name, rows, components, fitted) -> dict:
+    """Sharpe of each component's forecast on the rows and of the blend, overall and per lag,
+    with the mean daily IC per lag (the transformer on the validation days only)."""
+    raw, lags = tensors.raw_labels[rows], tensors.target_lags
+    scored = {n: c for n, c in components.items() if n != "transformer" or name == "validation"}
+    scored["blend"] = fitted.combine(components, lags)
+    per_lag = {}
+    for lag in np.unique(lags):
+        cols = lags == lag
+        per_lag[str(int(lag))] = {n: {k: round(v, 4) for k, v in metric.summary(raw[:, cols], c[:, cols]).items()
+                                      if k in ("ic_mean", "sharpe")} for n, c in scored.items()}
+    return {"fold": name, "days": int(rows.size),
+            "dates": [int(tensors.date_ids[rows[0]]), int(tensors.date_ids[rows[-1]])],
+            "sharpe": {n: round(metric.summary(raw, c)["sharpe"], 4) for n, c in scored.items()},
+            "per_lag": per_lag}
 
 
 if __name__ == "__main__":

@@ -7,8 +7,10 @@ prior and the own-series fit (`blend` stage), with the ridge and the own-series 
 rows. Each component is scored beside it (`transformer`, `prior`, `own`; the ridge baseline is
 the ridge component).
 
-The validation days are scored the same way (`val_*` metrics): they chose epochs, pruning and
-the blend's weights, so the holdout, which nothing chose from, is the headline.
+The validation days are scored the same way (`val_*` metrics): they chose epochs and pruning
+and, with the walk-forward folds of the training days, the blend's weights, so the holdout,
+which nothing chose from, is the headline. Every fold's and the validation days' scores per
+component and per lag (Sharpe, mean IC) are in the report under `walk_forward`.
 
 usage: python stages/evaluate.py --data artifacts/data --tensors artifacts/tensors \
            --models artifacts/finetune --blend artifacts/blend --oracle artifacts/synthetic/oracle \
@@ -98,9 +100,11 @@ def main() -> None:
     if "ceiling" not in metrics:          # real data: the chart's ceiling series is empty
         daily = daily.with_columns(pl.lit(None, dtype=pl.Float64).alias("ceiling_ic"),
                                    pl.lit(None, dtype=pl.Float64).alias("ceiling_ic_rolling"))
+    fitted = read_json(Path(args.blend) / "blend.json")
     with atomic_dir(args.out) as tmp:
         write_json(tmp / "report.json", {**metrics, "gates": gate_stats, "validation": val_metrics,
-                                         "ridge_walk_forward": read_json(Path(args.blend) / "blend.json").get("ridge")})
+                                         "ridge_walk_forward": fitted.get("ridge"),
+                                         "walk_forward": fitted.get("walk_forward", [])})
         daily.write_csv(tmp / "daily_ic.csv", null_value="NaN")     # a chart skips NaN, draws empty as 0
         per_lag.write_csv(tmp / "per_lag.csv")
     # the headline only: per-lag, ranking-quality and gate statistics are in the report
@@ -109,6 +113,9 @@ def main() -> None:
     print(f"evaluate: holdout {rows.size} days, Sharpe  {line}")
     line = "  ".join(f"{name} {v:+.3f}" for name, v in val_sharpe.items())
     print(f"evaluate: validation {val_rows.size} days, Sharpe  {line}")
+    for entry in fitted.get("walk_forward", [])[:-1]:
+        line = "  ".join(f"{name} {v:+.3f}" for name, v in entry["sharpe"].items())
+        print(f"evaluate: walk-forward {entry['fold']}, {entry['days']} training days, Sharpe  {line}")
 
 
 if __name__ == "__main__":

@@ -5,6 +5,10 @@ inputs (`model_inputs`, what the transformer and the ridge read) and, with `feat
 target's own features (`own`: one name or null per slot, for the blend's own-series component),
 which bypass the screen.
 
+The screen is repeated on the fitting days of each walk-forward fold (`fold_inputs`, one list
+per fold, oldest first), so a fold judges a fit whose inputs were chosen without its own days;
+those inputs are scaled and exported too.
+
 usage: python stages/prescreen.py --data artifacts/data --splits artifacts/splits --out artifacts/features
 """
 import dataclasses
@@ -16,6 +20,7 @@ from spreadcast.data.ingest import load_ingested
 from spreadcast.data.layout import DATE
 from spreadcast.features.engineer import column_kinds, engineer, own_features, own_slots
 from spreadcast.features.prescreen import prescreen
+from spreadcast.evaluation.walkforward import folds
 from spreadcast.features import splits as date_splits
 from spreadcast.io import atomic_dir, write_json
 
@@ -28,6 +33,7 @@ def main() -> None:
     args = p.parse_args()
     feat_cfg = config.load("features", args.params)
     cfg = config.load("prescreen", args.params)
+    n_folds = config.load("walkforward", args.params).folds
 
     data = load_ingested(args.data)
     kinds = column_kinds(data.prices)
@@ -36,17 +42,26 @@ def main() -> None:
     kept, report = prescreen(matrix[splits.train], names, data.labels[splits.train], cfg)
     print(f"prescreen: {len(names)} engineered features, {len(kept)} kept "
           f"(training fold: {splits.train.size} days)")
+    embargo = max(t.lag for t in data.targets) + 1
+    fold_inputs = [prescreen(matrix[fit], names, data.labels[fit], cfg)[0]
+                   for fit, _ in folds(splits.train, n_folds, embargo)]
+    extra = {n for k in fold_inputs for n in k} - set(kept)
+    print(f"prescreen: repeated on the fitting days of {n_folds} walk-forward folds: "
+          f"{', '.join(str(len(set(k) & set(kept))) for k in fold_inputs)} of their inputs among the {len(kept)}, "
+          f"{len(extra)} more features")
 
     index = {n: j for j, n in enumerate(names)}
     own = [[n if n in index else None for n in own_features(t, feat_cfg)] for t in data.targets] if feat_cfg.own else []
-    columns = list(dict.fromkeys(kept + [n for slots in own for n in slots if n is not None]))
+    mine = [n for slots in own for n in slots if n is not None]
+    columns = list(dict.fromkeys(kept + [n for k in fold_inputs for n in k] + mine))
     if own:
-        print(f"prescreen: {len(columns) - len(kept)} more features are targets' own series "
+        print(f"prescreen: {len(set(mine) - set(kept) - extra)} more features are targets' own series "
               f"({len(own_slots(feat_cfg))} slots per target)")
     with atomic_dir(args.out) as tmp:
         pl.DataFrame({DATE: data.date_ids, **{n: matrix[:, index[n]] for n in columns}}).write_parquet(
             tmp / "features.parquet")
         write_json(tmp / "registry.json", {"features": columns, "model_inputs": kept,
+                                           "fold_inputs": fold_inputs,
                                            "own": {"slots": own_slots(feat_cfg) if own else [], "features": own},
                                            "engineering": dataclasses.asdict(feat_cfg), "kinds": kinds,
                                            "splits": splits.to_dict(data.date_ids)})

@@ -32,6 +32,7 @@ def main() -> None:
         write_json(tmp / "meta.json", {
             "features": scaler.features,
             "model_inputs": registry["model_inputs"],
+            "fold_inputs": registry["fold_inputs"],
             "own": registry["own"],
             "targets": [t.to_dict() for t in data.targets],
             "target_scale": scaler.target_scale.tolist(),

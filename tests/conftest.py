@@ -186,6 +186,21 @@ def locked_outs(project: Path) -> dict[str, str]:
     return {out["path"]: out.get("md5") for stage in lock["stages"].values() for out in stage.get("outs", [])}
 
 
+def clear_torn_rwlock(project: Path) -> bool:
+    """DVC writes its lock table `.dvc/tmp/rwlock` in place; a SIGKILL during that write leaves
+    it unreadable and every later dvc command refuses to run. It holds only the locks of the
+    killed process, so it is removed, as a user would remove it. True if it was."""
+    path = project / ".dvc" / "tmp" / "rwlock"
+    try:
+        json.loads(path.read_text())
+        return False
+    except FileNotFoundError:
+        return False
+    except ValueError:
+        path.unlink()
+        return True
+
+
 def interrupted_repro(project: Path, record: dict, kills: int = 3) -> None:
     """`dvc repro` killed (SIGKILL to dvc and its stage) `kills` times at random moments, then
     run to the end; then every stage that was killed is run again whole (`--force`).
@@ -211,11 +226,12 @@ def interrupted_repro(project: Path, record: dict, kills: int = 3) -> None:
             stage = running_stage(output)
             # the stage finished if DVC recorded it before the kill
             finished = stage is not None and "Updating lock file" in output.rsplit("Running stage", 1)[-1]
+        stale_lock = clear_torn_rwlock(project)
         status = json.loads(dvc(project, "status", "--json") or "{}")
         lock = yaml.safe_load((project / "dvc.lock").read_text()) if (project / "dvc.lock").exists() else {}
         record["kills"].append({"delay_s": round(delay, 2), "stage": stage,
                                 "reported_not_done": stage in status, "finished": finished,
-                                "locked": stage in (lock or {}).get("stages", {})})
+                                "locked": stage in (lock or {}).get("stages", {}), "torn_rwlock": stale_lock})
     dvc(project, "repro")
     record["status_after"] = json.loads(dvc(project, "status", "--json") or "{}")
     record["leftovers"] = sorted(str(p.relative_to(project)) for p in (project / "artifacts").rglob("*")

@@ -1,5 +1,4 @@
 """Name-based checkpoint remapping: shrink, grow, reorder, mismatch, and fine-tuning on top."""
-import dataclasses
 import os
 
 import numpy as np

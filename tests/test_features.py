@@ -131,6 +131,9 @@ def test_scaling_fit_on_given_rows(method):
     z = s.transform(x)
     assert np.abs(np.median(z, axis=0)).max() < 0.15 and np.abs(z).max() <= 3.0
     assert scaling.Scaler.from_dict(s.to_dict()).transform(x) == pytest.approx(z)
+    assert s.subset(["b"]).transform(x[:, [1]]) == pytest.approx(z[:, [1]])      # what serving scales
+    with pytest.raises(KeyError, match="'c' has no scaling statistics"):
+        s.subset(["b", "c"])
 
 
 def test_splits_are_ordered_with_embargo():

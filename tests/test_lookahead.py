@@ -1,14 +1,10 @@
 """Proof of no look-ahead, through the real stage scripts on tiny generated markets."""
 import json
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import polars as pl
-import pytest
-import yaml
 
 from conftest import BLEND, EVALUATE, PER_LAG, PIPELINE, stage, write_params
 from spreadcast import config

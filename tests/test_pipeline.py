@@ -120,3 +120,27 @@ def test_a_failed_stage_leaves_its_previous_outputs_in_place(tiny_project):
     finally:
         (project / "params.yaml").write_text(original)
     assert "up to date" in dvc(project, "status")
+
+
+def test_walk_forward_evidence_comes_before_the_days_it_judges(tiny_project):
+    """The prescreen repeats its screen on each fold's fitting days; the blend's weights rest on
+    the folds' forecasts and then the validation days'; evaluate reports them all."""
+    import json
+
+    project = tiny_project
+    n_folds = yaml.safe_load((project / "params.yaml").read_text())["walkforward"]["folds"]
+    registry = json.loads((project / "artifacts/features/registry.json").read_text())
+    assert len(registry["fold_inputs"]) == n_folds
+    exported = set(json.loads((project / "artifacts/tensors/meta.json").read_text())["features"])
+    assert all(set(inputs) <= exported for inputs in registry["fold_inputs"])
+    fitted = json.loads((project / "artifacts/blend/blend.json").read_text())
+    entries = fitted["walk_forward"]
+    assert [e["fold"] for e in entries] == [f"fold {k + 1}" for k in range(n_folds)] + ["validation"]
+    starts = [e["dates"][0] for e in entries]
+    ends = [e["dates"][1] for e in entries]
+    assert all(end < start for end, start in zip(ends, starts[1:]))
+    assert fitted["fit_on"] == "walk_forward" and fitted["fit_days"] == sum(e["days"] for e in entries)
+    assert "transformer" not in entries[0]["sharpe"] and "transformer" in entries[-1]["sharpe"]
+    assert set(entries[0]["per_lag"]) == {str(lag) for lag in fitted["target_lags"]}
+    report = json.loads((project / "artifacts/evaluate/report.json").read_text())
+    assert report["walk_forward"] == entries

@@ -4,7 +4,6 @@ import pytest
 
 from spreadcast.data.targets import (DataError, compute_labels, forward_spread, is_revealed, parse_pair,
                                     publication_date)
-from spreadcast.data.layout import read_dataset
 
 
 def test_parse_pair():

@@ -2,7 +2,9 @@
 import numpy as np
 import pytest
 
+from spreadcast.config import PrescreenConfig
 from spreadcast.errors import SplitError
+from spreadcast.features.prescreen import prescreen
 from spreadcast.evaluation.baseline import fit_ridge as plain_ridge
 from spreadcast.evaluation.walkforward import fit_ridge, folds, recency_weights, select_ridge
 
@@ -61,3 +63,25 @@ def test_the_penalty_follows_the_signal():
     assert select_ridge(x, noise, noise, np.arange(400), alphas, [0.0], 3, 5).alpha == 100.0
     signal = x @ rng.normal(size=(60, 30)) + 0.5 * noise
     assert select_ridge(x, signal, signal, np.arange(400), alphas, [0.0], 3, 5).alpha == 0.01
+
+
+def test_a_fold_is_judged_on_inputs_screened_without_its_days():
+    """Pure noise, 800 candidate inputs, 20 kept by their IC. Screened on every training day, the
+    folds see inputs chosen on their own labels and score well; screened on each fold's fitting
+    days only, they score what the inputs are worth: nothing."""
+    rng = np.random.default_rng(5)
+    days, rows = 600, np.arange(600)
+    x, y = rng.normal(size=(days, 800)), rng.normal(size=(days, 30))
+    cfg = PrescreenConfig(top_k=20, group_by_column=False)
+    names = [f"f{j}" for j in range(x.shape[1])]
+
+    def screen(on: np.ndarray) -> np.ndarray:
+        kept, _ = prescreen(x[on], names, y[on], cfg)
+        return np.array([names.index(n) for n in kept])
+
+    everywhere = screen(rows)
+    biased = select_ridge(x[:, everywhere], y, y, rows, [0.01], [0.0], n_folds=3, embargo=5)
+    per_fold = [screen(fit) for fit, _ in folds(rows, 3, 5)]
+    clean = select_ridge(x, y, y, rows, [0.01], [0.0], n_folds=3, embargo=5, fold_columns=per_fold)
+    assert biased.scores[0]["mean_sharpe"] > 0.2
+    assert abs(clean.scores[0]["mean_sharpe"]) < 0.15

@@ -352,17 +352,24 @@ class EvaluateConfig:
 
 
 @dataclass
+class WalkForwardConfig:
+    folds: int = 3             # expanding-window folds over the training days (each after an embargo)
+
+    def validate(self, s: str) -> None:
+        _require(1 <= self.folds <= 10, f"{s}.folds", "must be in 1..10")
+
+
+@dataclass
 class BlendConfig:
     enabled: bool = True       # false: the transformer alone is served
     max_weight: float = 0.3    # bound of each component's weight (centred-rank units per unit spread)
-    folds: int = 3             # walk-forward folds over the training days that choose the ridge
+    fit_on: Literal["walk_forward", "validation"] = "walk_forward"   # the days the weights are fit on
     ridge_alphas: list[float] = field(default_factory=lambda: [0.3, 1.0, 3.0, 10.0, 30.0, 100.0])
     ridge_halflives: list[float] = field(default_factory=lambda: [0.0, 250.0])   # 0: every day equal
     own_alphas: list[float] = field(default_factory=lambda: [0.01, 0.1, 1.0, 10.0])   # the own-series fit's penalties
 
     def validate(self, s: str) -> None:
         _require(self.max_weight > 0.0, f"{s}.max_weight", "must be positive")
-        _require(1 <= self.folds <= 10, f"{s}.folds", "must be in 1..10")
         _require(len(self.ridge_alphas) > 0 and all(a > 0.0 for a in self.ridge_alphas), f"{s}.ridge_alphas",
                  "needs at least one penalty, each positive")
         _require(len(self.ridge_halflives) > 0 and all(h == 0.0 or h >= 5.0 for h in self.ridge_halflives),
@@ -385,6 +392,7 @@ SECTIONS: dict[str, type] = {
     "synthetic": SyntheticConfig,
     "features": FeaturesConfig,
     "prescreen": PrescreenConfig,
+    "walkforward": WalkForwardConfig,
     "scale": ScaleConfig,
     "windows": WindowsConfig,
     "train": TrainConfig,

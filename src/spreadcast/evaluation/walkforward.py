@@ -83,20 +83,24 @@ class RidgeChoice:
 
 
 def select_ridge(x: np.ndarray, y: np.ndarray, labels: np.ndarray, rows: np.ndarray, alphas: list[float],
-                 halflives: list[float], n_folds: int, embargo: int) -> RidgeChoice:
+                 halflives: list[float], n_folds: int, embargo: int,
+                 fold_columns: list[np.ndarray] | None = None) -> RidgeChoice:
     """The ridge penalty and recency half-life with the best mean walk-forward Sharpe over `rows`.
 
     `y` is what the ridge fits (the standardised labels), `labels` what the folds are scored on
-    (the raw labels, ranked daily by the metric). A tie goes to the larger penalty, then to the
+    (the raw labels, ranked daily by the metric). `fold_columns` are the columns of x each fold
+    reads (the inputs screened on its fitting days; default: all), so no fold is judged by a fit
+    whose inputs were chosen on its own days. A tie goes to the larger penalty, then to the
     longer memory (the simpler fit)."""
     splits = folds(rows, n_folds, embargo)
     table = {(a, h): [] for a in alphas for h in halflives}
-    for fit_rows, test_rows in splits:
+    for k, (fit_rows, test_rows) in enumerate(splits):
+        xk = x if fold_columns is None else x[:, fold_columns[k]]
         for h in halflives:
-            path = _RidgePath(x[fit_rows], y[fit_rows], recency_weights(fit_rows, h))
+            path = _RidgePath(xk[fit_rows], y[fit_rows], recency_weights(fit_rows, h))
             for a in alphas:
                 w, b = path.fit(a)
-                table[(a, h)].append(metric.summary(labels[test_rows], x[test_rows] @ w + b)["sharpe"])
+                table[(a, h)].append(metric.summary(labels[test_rows], xk[test_rows] @ w + b)["sharpe"])
     scores = [{"alpha": a, "halflife": h, "fold_sharpe": [round(float(s), 4) for s in v],
                "mean_sharpe": round(float(np.nanmean(v)), 4)} for (a, h), v in table.items()]
 

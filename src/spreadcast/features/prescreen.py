@@ -7,6 +7,8 @@ column, and keeps by threshold and top-k. Every column gets a line in the report
 """
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 
 from spreadcast.config import PrescreenConfig
@@ -16,7 +18,9 @@ from spreadcast.evaluation.metric import rankdata
 def _centred_ranks(values: np.ndarray) -> np.ndarray:
     """Column-wise ranks centred on zero and scaled to unit norm; missing cells count as 0."""
     ranks = rankdata(values, axis=0)
-    ranks = ranks - np.nanmean(ranks, axis=0, keepdims=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)      # an all-missing column: zeros below
+        ranks = ranks - np.nanmean(ranks, axis=0, keepdims=True)
     ranks = np.nan_to_num(ranks, nan=0.0)
     norm = np.linalg.norm(ranks, axis=0, keepdims=True)
     return ranks / np.where(norm > 0, norm, 1.0)
@@ -34,7 +38,8 @@ def prescreen(features: np.ndarray, names: list[str], labels: np.ndarray, cfg: P
     """
     n = features.shape[1]
     missing = np.isnan(features).mean(axis=0)
-    with np.errstate(invalid="ignore"):
+    with np.errstate(invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)      # an all-missing column: dropped below
         std = np.nanstd(features, axis=0)
     reason: list[str | None] = [None] * n
     for j in range(n):

@@ -56,6 +56,16 @@ class Scaler:
         block = (block - self.center[cols]) / self.scale[cols]
         return np.clip(block, -self.clip, self.clip, out=block)
 
+    def subset(self, names: list[str]) -> "Scaler":
+        """The statistics of some of the features, in the order given."""
+        index = {f: i for i, f in enumerate(self.features)}
+        missing = [f for f in names if f not in index]
+        if missing:
+            raise KeyError(f"feature {missing[0]!r} has no scaling statistics")
+        cols = np.array([index[f] for f in names], dtype=np.int64)
+        return Scaler(method=self.method, clip=self.clip, features=list(names), center=self.center[cols],
+                      scale=self.scale[cols], targets=self.targets, target_scale=self.target_scale)
+
     def to_dict(self) -> dict:
         return {"method": self.method, "clip": self.clip, "features": self.features,
                 "center": self.center.tolist(), "scale": self.scale.tolist(),

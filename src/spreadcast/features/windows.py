@@ -5,7 +5,7 @@ so the training path never materialises a dates x L x features array.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -77,12 +77,27 @@ class Tensors:
     history: int
     model_inputs: list[str]     # the features the transformer and the ridge read
     own: list[list[str | None]]  # each target's own features, one name or None per slot (empty: none)
+    fold_inputs: list[list[str]] = field(default_factory=list)   # the screen's inputs on each walk-forward fold
 
     @property
     def model_columns(self) -> np.ndarray:
         """Column indices of `model_inputs` in `features`."""
+        return self.columns_of(self.model_inputs)
+
+    def fold_columns(self, n_folds: int) -> list[np.ndarray]:
+        """Column indices of each walk-forward fold's screened inputs (`prescreen` repeats the
+        screen on each fold's fitting days)."""
+        if len(self.fold_inputs) != n_folds:
+            raise ValueError(f"the tensors carry the screen of {len(self.fold_inputs)} walk-forward folds, "
+                             f"not {n_folds} (walkforward.folds): rerun the prescreen stage")
+        return [self.columns_of(names) for names in self.fold_inputs]
+
+    def columns_of(self, names: list[str]) -> np.ndarray:
         index = {f: i for i, f in enumerate(self.feature_names)}
-        return np.array([index[f] for f in self.model_inputs], dtype=np.int64)
+        missing = [f for f in names if f not in index]
+        if missing:
+            raise KeyError(f"feature {missing[0]!r} is not among the exported tensors' features")
+        return np.array([index[f] for f in names], dtype=np.int64)
 
     def head(self, lag: int) -> np.ndarray:
         """Column indices of the targets of one lag."""
@@ -133,6 +148,7 @@ def load(folder) -> Tensors:
         history=int(meta["history"]),
         model_inputs=meta["model_inputs"],
         own=meta["own"]["features"] or [[] for _ in meta["targets"]],
+        fold_inputs=meta.get("fold_inputs", []),
     )
 
 

@@ -154,10 +154,15 @@ class Server:
         self.lags = registry["lags"]
         self.engineering = FeaturesConfig(**features["engineering"])
         self.kinds: dict[str, str] = features["kinds"]
-        self.scaler = Scaler.from_dict(read_json(root / "scaling" / "scaling.json"))
         self.history = int(read_json(root / "tensors" / "meta.json")["history"])
         heads = [load_head(served_folder(root, lag), lag) for lag in self.lags]
         self.blend = load_blend(root / "blend", ridge="all") if (root / "blend" / "blend.json").is_file() else None
+        # only the features something served reads (not, say, those of the walk-forward folds)
+        scaler = Scaler.from_dict(read_json(root / "scaling" / "scaling.json"))
+        read = {f for head in heads for f in head.features}
+        if self.blend is not None:
+            read |= set(self.blend.ridge_inputs) | {f for slots in self.blend.own_features for f in slots if f}
+        self.scaler = scaler.subset([f for f in scaler.features if f in read])
         self.forecaster = Forecaster(heads, self.scaler.features, self.target_names, self.blend)
         self.targets_of_lag = lag_columns(self.targets)
         # labels of the training files, by date, for the revealed-label features
