@@ -55,11 +55,15 @@ def main() -> None:
     if cfg.refit:
         train_cfg = config.load("train", args.params)
         alpha = config.load("finetune", args.params).linear_start_alpha
+        finetune_cfg = config.load("finetune", args.params)
+        chosen_by = Path(args.models) if cfg.refit_from == "final" else Path(args.train)
         for head in heads:
-            epochs = cfg.refit_epochs or read_json(Path(args.train) / f"lag{head.lag}" / "best.json")["epoch"]
-            print(f"submit: refitting lag {head.lag} on every labelled day for {epochs} epochs", flush=True)
+            epochs = cfg.refit_epochs or max(1, read_json(chosen_by / f"lag{head.lag}" / "best.json")["epoch"])
+            print(f"submit: refitting lag {head.lag} on every labelled day for {epochs} epochs "
+                  f"({'from the final model' if cfg.refit_from == 'final' else 'from scratch'})", flush=True)
             model, meta = refit(Path(args.models) / f"lag{head.lag}" / "model", tensors, head.lag, train_cfg,
-                                epochs, Path(args.work) / f"lag{head.lag}", alpha)
+                                epochs, Path(args.work) / f"lag{head.lag}", alpha, start=cfg.refit_from,
+                                lr=finetune_cfg.lr if cfg.refit_from == "final" else None)
             head.model = model.eval()
             refitted[head.lag] = (model, meta)
     parts = load_blend(args.blend, ridge="all")

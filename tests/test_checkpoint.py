@@ -268,7 +268,17 @@ def test_refit_trains_on_every_labelled_day(tmp_path):
     trained = np.unique(np.concatenate(seen))
     assert {60 - 1, 89, 119} <= set(trained.tolist())      # train, validation and holdout days
     _, saved = checkpoint.load(tmp_path / "refit" / "last")
-    assert saved["refit"] is True and saved["epoch"] == 2
+    assert saved["refit"] is True and saved["epoch"] == 2 and saved["refit_start"] == "scratch"
+
+    # from the final model: its weights, moved by the new days' gradients only
+    final = model_for(len(FEATURES), len(TARGETS), seed=CFG.seed + 3).state_dict()
+    checkpoint.save(tmp_path / "final2", {"model": final}, meta)
+    tiny, _ = refit(tmp_path / "final2", tensors, 1, CFG, epochs=1, out=tmp_path / "from_final", start="final",
+                    lr=1e-9)
+    fresh, _ = refit(tmp_path / "final2", tensors, 1, CFG, epochs=1, out=tmp_path / "fresh", lr=1e-9)
+    moved = {name: (tiny.state_dict()[name] - w).abs().max().item() for name, w in final.items()}
+    assert max(moved.values()) < 1e-4
+    assert max((fresh.state_dict()[name] - w).abs().max().item() for name, w in final.items()) > 1e-2
 
 
 class _Payload:

@@ -380,8 +380,9 @@ class BlendConfig:
 
 @dataclass
 class SubmitConfig:
-    refit: bool = False
-    refit_epochs: int = 0       # 0: the best epoch of the train stage
+    refit: bool = True
+    refit_from: Literal["final", "scratch"] = "final"   # go on from the final model, or train anew
+    refit_epochs: int = 0       # 0: the best epoch validation chose (fine-tuning's from final, training's from scratch)
 
     def validate(self, s: str) -> None:
         _require(self.refit_epochs >= 0, f"{s}.refit_epochs", "must be >= 0")

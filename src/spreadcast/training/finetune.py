@@ -101,24 +101,30 @@ def finetune(trained: Path, kept: list[str], tensors, lag: int, train_cfg: Train
 
 
 def refit(final: Path, tensors, lag: int, train_cfg: TrainConfig, epochs: int, out: Path,
-          linear_start_alpha: float = 0.0) -> tuple[SpreadTransformer, dict]:
-    """Retrain the selected configuration of a head from scratch on every labelled day.
+          linear_start_alpha: float = 0.0, start: str = "scratch", lr: float | None = None
+          ) -> tuple[SpreadTransformer, dict]:
+    """Retrain the selected configuration of a head on every labelled day.
 
-    The architecture and inputs are those of the final model; the number of epochs is the one
-    validation chose; with `linear_start_alpha` the linear path starts at its ridge fit on those
-    days, as in fine-tuning. There is no held-out day left, so the last epoch is kept; the reported
+    The architecture and inputs are those of the final model. `start="scratch"` trains it anew
+    for `epochs` (the number validation chose for training); with `linear_start_alpha` the
+    linear path starts at its ridge fit on those days, as in fine-tuning. `start="final"` goes on
+    from the final model's weights for `epochs` (the number validation chose for fine-tuning) at
+    `lr`, so the served model keeps what training and fine-tuning found and adds the days after
+    the training fold. There is no held-out day left, so the last epoch is kept; the reported
     validation numbers are in-sample and only show that training ran.
     """
-    _, meta = checkpoint.load(final)
+    state, meta = checkpoint.load(final)
     torch.manual_seed(train_cfg.seed)
     model = SpreadTransformer(ModelConfig(**meta["model"]))
     data = head_data(tensors, lag, meta["features"])
     splits = tensors.splits
     data.train_rows = np.concatenate([splits.train, splits.val, splits.holdout])
     data.val_rows = splits.holdout
-    if linear_start_alpha > 0:
+    if start == "final":
+        model.load_state_dict(state["model"])
+    elif linear_start_alpha > 0:
         linear.ridge_start(model, data.windows, data.train_rows, linear_start_alpha)
     cfg = dataclasses.replace(train_cfg, patience=epochs + 1)
-    meta = {**meta, "refit": True}
-    fit(model, data, cfg, out, meta, epochs=epochs, keep="last")
+    meta = {**meta, "refit": True, "refit_start": start}
+    fit(model, data, cfg, out, meta, epochs=epochs, lr=lr, keep="last")
     return model, meta
