@@ -37,7 +37,6 @@ def main() -> None:
     args = p.parse_args()
     cfg = config.load("blend", args.params)
     lags = config.load("data", args.params).lags
-
     n_folds = config.load("walkforward", args.params).folds
 
     tensors = windows.load(args.tensors)

@@ -7,8 +7,10 @@ usage: python stages/submit.py --data artifacts/data --tensors artifacts/tensors
 
 The forecast is the served one: the blend of the heads, the ridge refit on every published
 label and the prior, updated with every label row complete by each day (the training labels
-and the lagged test label files). With `submit.refit: true` each selected head is first retrained on every labelled day
-(train, validation and holdout) for the number of epochs validation chose.
+and the lagged test label files). With `submit.refit` (the default) each selected head is first
+refit on every labelled day (train, validation and holdout): from the fine-tuned model for the
+epochs fine-tuning's validation chose (`refit_from: final`), or anew for the train stage's
+(`scratch`).
 """
 from pathlib import Path
 
@@ -54,7 +56,6 @@ def main() -> None:
     refitted = {}
     if cfg.refit:
         train_cfg = config.load("train", args.params)
-        alpha = config.load("finetune", args.params).linear_start_alpha
         finetune_cfg = config.load("finetune", args.params)
         chosen_by = Path(args.models) if cfg.refit_from == "final" else Path(args.train)
         for head in heads:
@@ -62,7 +63,8 @@ def main() -> None:
             print(f"submit: refitting lag {head.lag} on every labelled day for {epochs} epochs "
                   f"({'from the final model' if cfg.refit_from == 'final' else 'from scratch'})", flush=True)
             model, meta = refit(Path(args.models) / f"lag{head.lag}" / "model", tensors, head.lag, train_cfg,
-                                epochs, Path(args.work) / f"lag{head.lag}", alpha, start=cfg.refit_from,
+                                epochs, Path(args.work) / f"lag{head.lag}", finetune_cfg.linear_start_alpha,
+                                start=cfg.refit_from,
                                 lr=finetune_cfg.lr if cfg.refit_from == "final" else None)
             head.model = model.eval()
             refitted[head.lag] = (model, meta)
