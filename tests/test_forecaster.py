@@ -43,3 +43,26 @@ def test_thread_count_is_restored_when_the_block_raises(monkeypatch):
 def test_large_heads_keep_every_thread(monkeypatch):
     monkeypatch.setattr(predictor, "ONE_THREAD_BELOW", 10)
     assert Forecaster(heads(), ["a", "b", "c"], ["t0", "t1", "t2"]).threads is None
+
+
+@pytest.mark.parametrize("streaming", [False, True])
+def test_stacked_heads_serve_what_separate_heads_serve(monkeypatch, streaming):
+    """Heads of one shape run as one module, on both serving paths (whole windows and day terms),
+    frozen; the forecasts are those of the heads run one by one."""
+    rng = np.random.default_rng(1)
+    days = rng.normal(size=(12, 3)).astype(np.float32)
+    miss = (rng.random((12, 3)) < 0.1).astype(np.float32)
+    served = {}
+    for stacked in (True, False):
+        if not stacked:
+            monkeypatch.setattr(predictor, "stackable", lambda models: False)
+        forecaster = Forecaster(heads(), ["c", "a", "b"], ["t0", "t1", "t2"])
+        assert (forecaster.stacked is not None) == stacked
+        forecaster.streaming = streaming
+        assert forecaster.freeze(days[:8], miss[:8])                      # traced and checked
+        out = []
+        for end in range(9, 13):                                          # slide the window a day at a time
+            forecaster.push(days[end - 1], miss[end - 1])
+            out.append(forecaster.forecast_window(days[end - 8:end], miss[end - 8:end]))
+        served[stacked] = np.array(out)
+    np.testing.assert_allclose(served[True], served[False], rtol=1e-5, atol=1e-6)

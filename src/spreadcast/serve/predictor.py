@@ -26,6 +26,7 @@ from spreadcast.features.windows import Tensors
 from spreadcast.io import load_array, read_json
 from spreadcast.model import checkpoint
 from spreadcast.model.net import SpreadTransformer
+from spreadcast.model.stacked import StackedHeads, stackable
 
 
 # Below this many multiply-adds of transformer blocks per served window (all heads), one thread
@@ -134,9 +135,18 @@ class Forecaster:
         if blend is not None:
             self.ridge_columns = columns(blend.ridge_inputs, "the blend's ridge")
             self.own_columns = own.columns(blend.own_features, features)
-        self.modules: list[torch.nn.Module] = [head.model for head in heads]
-        self.windows: list[_DayTerms] = []      # serving: each head's day terms of the window (`reset`)
-        self.steps: list[torch.nn.Module] = [_FromDayTerms(head.model) for head in heads]
+        # heads of one shape run as one module (one pass of each layer for all of them)
+        models = [head.model for head in heads]
+        self.stacked = StackedHeads(models) if stackable(models) else None
+        self.head_columns = list(self.columns)
+        if self.stacked is not None:
+            self.columns = [torch.stack(self.columns)]                   # (H, F)
+            self.modules = [self.stacked]
+            self.steps = [_FromDayTerms(self.stacked)]
+        else:
+            self.modules = models
+            self.steps = [_FromDayTerms(model) for model in models]
+        self.windows: list[_DayTerms] = []      # serving: each module's day terms of the window (`reset`)
         # serve from day terms where a day's work is mostly projecting the window: 2F x C
         # multiply-adds per day of it, against about 8 C^2 per day and block, which both paths do
         cfgs = [head.model.cfg for head in heads]
@@ -149,10 +159,25 @@ class Forecaster:
         """Forecasts (B x targets) for windows x, m (B x L x features) and, with a blend, the
         prior (B x targets) known on each window's last day."""
         out = np.full((x.shape[0], len(self.targets)), np.nan)
-        for module, cols, outputs in zip(self.modules, self.columns, self.outputs):
-            forecast, _ = module(x[:, :, cols], m[:, :, cols])
-            out[:, outputs] = forecast.float().numpy()
+        for i, (module, cols) in enumerate(zip(self.modules, self.columns)):
+            self._scatter(out, module(*self._inputs(x, m, cols)), i)
         return self._blended(out, x[:, -1].double().numpy(), prior)
+
+    def _inputs(self, x: torch.Tensor, m: torch.Tensor, cols: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """A module's inputs from windows (B, L, features): (B, L, F), or (H, B, L, F) stacked."""
+        if self.stacked is None:
+            return x[:, :, cols], m[:, :, cols]
+        return x[:, :, cols].permute(2, 0, 1, 3), m[:, :, cols].permute(2, 0, 1, 3)
+
+    def _scatter(self, out: np.ndarray, result, i: int) -> None:
+        """Write module i's forecasts into `out` (B x targets): head i's (its `forward`'s pair),
+        or, stacked, every head's (H, B, T), the padded targets dropped."""
+        if self.stacked is None:
+            out[:, self.outputs[i]] = result[0].float().numpy()
+            return
+        result = result.float().numpy()
+        for h, outputs in enumerate(self.outputs):
+            out[:, outputs] = result[h, :, :len(outputs)]
 
     def _blended(self, heads: np.ndarray, last: np.ndarray, prior: np.ndarray | None) -> np.ndarray:
         """The heads' forecasts (B x targets), or their blend with the ridge and the own-series fit
@@ -165,15 +190,25 @@ class Forecaster:
                                         self.blend.target_lags)
 
     # -- serving: one window a day ------------------------------------------------------------
+    def _day_terms(self, i: int, x: torch.Tensor, m: torch.Tensor):
+        """Module i's day terms for days x, m ((L x) features): one head's, or every head's,
+        head axis first."""
+        xs, ms = x[..., self.columns[i]], m[..., self.columns[i]]     # stacked: (L, H, F) or (H, F)
+        if self.stacked is None:
+            return self.heads[i].model.day_terms(xs, ms)
+        if xs.dim() == 3:
+            xs, ms = xs.transpose(0, 1), ms.transpose(0, 1)
+        return self.stacked.day_terms(xs, ms)
+
     @torch.no_grad()
     def reset(self, x: np.ndarray, m: np.ndarray) -> None:
-        """Serve the window x, m (L x features): each head's day terms of its days (where
+        """Serve the window x, m (L x features): each module's day terms of its days (where
         serving from day terms)."""
         if not self.streaming:
             return
         x, m = torch.from_numpy(np.asarray(x, dtype=np.float32)), torch.from_numpy(np.asarray(m, dtype=np.float32))
-        self.windows = [_DayTerms(*head.model.day_terms(x[:, cols], m[:, cols]))
-                        for head, cols in zip(self.heads, self.columns)]
+        axis = 0 if self.stacked is None else 1
+        self.windows = [_DayTerms(*self._day_terms(i, x, m), axis=axis) for i in range(len(self.columns))]
 
     @torch.no_grad()
     def freeze(self, x: np.ndarray, m: np.ndarray) -> bool:
@@ -183,29 +218,35 @@ class Forecaster:
         day's terms computed once when it arrives). The day terms pay where projecting the
         window's inputs is at least the blocks' work (wide inputs: no day is projected again),
         the full window elsewhere (fewer calls); `streaming` says which. The path is traced and
-        frozen per head, checked against the eager forward on x, m and kept only if they agree
-        to 1e-5. Returns whether every head was frozen."""
+        frozen per module (each head, or the stacked heads), checked against every head's eager
+        forward on x, m and kept only if they agree to 1e-5. Returns whether every module was
+        frozen."""
         self.reset(x, m)
         xt, mt = (torch.from_numpy(np.asarray(a, dtype=np.float32))[None] for a in (x, m))
+        want = [head.model(xt[:, :, cols], mt[:, :, cols])[0] for head, cols in zip(self.heads, self.head_columns)]
         frozen = []
-        for i, (head, cols) in enumerate(zip(self.heads, self.columns)):
-            want = head.model(xt[:, :, cols], mt[:, :, cols])[0]
+        for i, cols in enumerate(self.columns):
+            if self.stacked is None:
+                agrees = lambda got, i=i: torch.allclose(got[0], want[i], rtol=1e-5, atol=1e-5)  # noqa: E731
+            else:
+                agrees = lambda got: all(torch.allclose(got[h, :, :w.shape[1]], w, rtol=1e-5, atol=1e-5)  # noqa: E731
+                                         for h, w in enumerate(want))
             if self.streaming:
-                frozen.append(_traced(self.steps[i], self.windows[i].batch(), want))
+                frozen.append(_traced(self.steps[i], self.windows[i].batch(), agrees))
                 self.steps[i] = frozen[-1] or self.steps[i]
             else:
-                frozen.append(_traced(head.model, (xt[:, :, cols], mt[:, :, cols]), want))
+                frozen.append(_traced(self.modules[i], self._inputs(xt, mt, cols), agrees))
                 self.modules[i] = frozen[-1] or self.modules[i]
         return all(t is not None for t in frozen)
 
     @torch.no_grad()
     def push(self, x: np.ndarray, m: np.ndarray) -> None:
-        """Slide every head's window of day terms by the day with model inputs x, m (features,)."""
+        """Slide every module's window of day terms by the day with model inputs x, m (features,)."""
         if not self.streaming:
             return
         x, m = torch.from_numpy(np.asarray(x, dtype=np.float32)), torch.from_numpy(np.asarray(m, dtype=np.float32))
-        for head, cols, terms in zip(self.heads, self.columns, self.windows):
-            terms.push(*head.model.day_terms(x[cols], m[cols]))
+        for i, terms in enumerate(self.windows):
+            terms.push(*self._day_terms(i, x, m))
 
     def state(self) -> list:
         return [terms.copy() for terms in self.windows]
@@ -220,12 +261,12 @@ class Forecaster:
         out = np.full((1, len(self.targets)), np.nan)
         with _threads(self.threads):
             if self.streaming:
-                for step, terms, outputs in zip(self.steps, self.windows, self.outputs):
-                    out[:, outputs] = step(*terms.batch())[0].float().numpy()
+                for i, (step, terms) in enumerate(zip(self.steps, self.windows)):
+                    self._scatter(out, step(*terms.batch()), i)
             else:
                 xt, mt = (torch.from_numpy(np.asarray(a, dtype=np.float32))[None] for a in (x, m))
-                for module, cols, outputs in zip(self.modules, self.columns, self.outputs):
-                    out[:, outputs] = module(xt[:, :, cols], mt[:, :, cols])[0].float().numpy()
+                for i, (module, cols) in enumerate(zip(self.modules, self.columns)):
+                    self._scatter(out, module(*self._inputs(xt, mt, cols)), i)
         return self._blended(out, np.asarray(x[-1:], dtype=np.float64), None if prior is None else prior[None])[0]
 
 
@@ -242,44 +283,50 @@ def _threads(n: int | None):
             torch.set_num_threads(before)
 
 
-def _traced(module: torch.nn.Module, inputs: tuple, want: torch.Tensor) -> torch.nn.Module | None:
-    """`module` traced and frozen for `inputs`, if its forecast agrees with `want` to 1e-5."""
+def _traced(module: torch.nn.Module, inputs: tuple, agrees) -> torch.nn.Module | None:
+    """`module` traced and frozen for `inputs`, if `agrees` with what it returns."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             traced = torch.jit.optimize_for_inference(torch.jit.freeze(torch.jit.trace(module, inputs,
                                                                                         check_trace=False)))
-            return traced if torch.allclose(traced(*inputs)[0], want, rtol=1e-5, atol=1e-5) else None
+            return traced if agrees(traced(*inputs)) else None
     except Exception:      # tracing is an optimisation: the eager model always works
         return None
 
 
 class _FromDayTerms(torch.nn.Module):
-    """A head's forecast from its window's day terms (`SpreadTransformer.from_day_terms`)."""
+    """A module's forecast from its window's day terms (`from_day_terms` of a head or of the
+    stacked heads)."""
 
-    def __init__(self, model: SpreadTransformer):
+    def __init__(self, model: torch.nn.Module):
         super().__init__()
         self.model = model
+        self.train(model.training)         # freezing needs evaluation mode all through
 
     def forward(self, projected: torch.Tensor, linear: torch.Tensor):
         return self.model.from_day_terms(projected, linear)
 
 
 class _DayTerms:
-    """A head's day terms of the window's days, oldest first: a ring kept in window order."""
+    """A module's day terms of the window's days, oldest first, along `axis` (1 for stacked
+    heads, whose terms lead with the head axis): a ring kept in window order."""
 
-    def __init__(self, projected: torch.Tensor, linear: torch.Tensor):
+    def __init__(self, projected: torch.Tensor, linear: torch.Tensor, axis: int = 0):
         self.projected, self.linear = projected.contiguous(), linear.contiguous()   # (L, C), (L, K, 2T)
+        self.axis = axis
 
     def push(self, projected: torch.Tensor, linear: torch.Tensor) -> None:
-        self.projected = torch.cat([self.projected[1:], projected[None]])
-        self.linear = torch.cat([self.linear[1:], linear[None]])
+        self.projected, self.linear = (torch.cat([old.narrow(self.axis, 1, old.shape[self.axis] - 1),
+                                                  new.unsqueeze(self.axis)], dim=self.axis)
+                                       for old, new in ((self.projected, projected), (self.linear, linear)))
 
     def batch(self) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.projected[None], self.linear[None]
+        """The window as one batch: (1, L, ...), or (H, 1, L, ...) stacked."""
+        return self.projected.unsqueeze(self.axis), self.linear.unsqueeze(self.axis)
 
     def copy(self) -> "_DayTerms":
-        return _DayTerms(self.projected, self.linear)     # pushes build new tensors: sharing is safe
+        return _DayTerms(self.projected, self.linear, self.axis)   # pushes build new tensors: sharing is safe
 
 
 def predict_rows(heads: list[Head], tensors: Tensors, rows: np.ndarray, batch_size: int = 256,

@@ -58,22 +58,37 @@ def _to_float(value) -> float:
     return out if np.isfinite(out) else np.nan
 
 
-_POSITIONS: dict = {}
+_LAYOUTS: dict = {}      # what is derived from a frame layout, by (what, names...): see `_layout`
+_NAMES: dict = {}        # id(frame) -> (frame, its column names), for the frames of the call served
 
 
-def _positions(names: list[str], columns: list[str]) -> tuple[list[int], list[int]]:
-    """Where the wanted columns sit in a frame's columns (cached: the gateway sends the same
-    layout every day)."""
-    key = (tuple(names), tuple(columns))
-    found = _POSITIONS.get(key)
+def _layout(key: tuple, build):
+    """`build()`, cached by `key`: the gateway sends the same layout every day, so what is
+    derived from column names is derived once."""
+    found = _LAYOUTS.get(key)
     if found is None:
+        if len(_LAYOUTS) > 256:
+            _LAYOUTS.clear()
+        found = _LAYOUTS[key] = build()
+    return found
+
+
+def _names(frame: pl.DataFrame) -> tuple[str, ...]:
+    """A frame's column names, read once per served call (polars builds the list anew on each
+    `columns`; `predict` clears this when it starts and ends)."""
+    kept = _NAMES.get(id(frame))
+    if kept is None or kept[0] is not frame:
+        kept = _NAMES[id(frame)] = (frame, tuple(frame.columns))
+    return kept[1]
+
+
+def _positions(names: tuple[str, ...], columns: list[str]) -> tuple[list[int], list[int]]:
+    """Where the wanted columns sit in a frame's columns."""
+    def build():
         position = {c: i for i, c in enumerate(names)}
         at = [(j, position[c]) for j, c in enumerate(columns) if c in position]
-        found = ([j for j, _ in at], [i for _, i in at])
-        if len(_POSITIONS) > 64:
-            _POSITIONS.clear()
-        _POSITIONS[key] = found
-    return found
+        return [j for j, _ in at], [i for _, i in at]
+    return _layout(("positions", names, tuple(columns)), build)
 
 
 def _numeric(frame: pl.DataFrame, columns: list[str]) -> np.ndarray:
@@ -85,7 +100,7 @@ def _numeric(frame: pl.DataFrame, columns: list[str]) -> np.ndarray:
     out = np.full((frame.height, len(columns)), np.nan)
     if not frame.height:
         return out
-    to, source = _positions(frame.columns, columns)
+    to, source = _positions(_names(frame), columns)
     if not to:
         return out
     if frame.height <= 4:
@@ -248,9 +263,9 @@ class Server:
     def _prices_of(self, test: pl.DataFrame, date_id: int) -> np.ndarray:
         """The day's prices in registry order; unknown, missing or malformed cells NaN."""
         rows = test
-        if DATE in test.columns and test.height > 1:
+        if DATE in _names(test) and test.height > 1:
             rows = test.filter(pl.col(DATE).cast(pl.Int64, strict=False) == date_id)
-        elif DATE in test.columns and test.height == 1 and _to_float(test[DATE][0]) != date_id:
+        elif DATE in _names(test) and test.height == 1 and _to_float(test[DATE][0]) != date_id:
             rows = test.head(0)
         latest = np.full(len(self.columns), np.nan)
         for row in _numeric(rows, self.columns):        # several rows for the day: the last value wins
@@ -259,22 +274,29 @@ class Server:
 
     def _labels_of(self, batch: pl.DataFrame, lag: int, date_id: int, published: np.ndarray) -> None:
         """Write into `published` (all targets) the batch's labels that are public on `date_id`."""
-        present = set(batch.columns)
-        if batch.height == 0 or DATE not in present or LABEL_DATE not in present:
+        names = _names(batch)
+        cols, read = _layout(("labels", id(self), lag, names), lambda: self._label_columns(lag, names))
+        if batch.height == 0 or not cols.size:
             return
-        cols = [j for j in self.targets_of_lag.get(lag, []) if self.target_names[j] in present]
-        if not cols:
-            return
-        block = _numeric(batch, [DATE, LABEL_DATE, *(self.target_names[j] for j in cols)])
+        block = _numeric(batch, read)
         keys, values = block[:, :2], block[:, 2:]                             # (rows, targets)
         ok = (keys[:, 0] == date_id) & np.isfinite(keys[:, 1])
         ok[ok] &= is_revealed(keys[ok, 1], lag, keys[ok, 0])               # only what is published
         for row, label_date in zip(values[ok], keys[ok, 1].astype(np.int64)):   # the last row wins
             have = np.isfinite(row)
-            published[np.asarray(cols)[have]] = row[have]
+            published[cols[have]] = row[have]
             stored = self.label_rows.setdefault(int(label_date), np.full(len(self.targets), np.nan))
             free = np.isnan(stored[cols]) & have                     # labels from the training files first
-            stored[np.asarray(cols)[free]] = row[free]
+            stored[cols[free]] = row[free]
+
+    def _label_columns(self, lag: int, names: tuple[str, ...]) -> tuple[np.ndarray, list[str]]:
+        """The lag's targets in a batch with columns `names` (none without its date columns), and
+        the columns to read for them."""
+        present = set(names)
+        if DATE not in present or LABEL_DATE not in present:
+            return np.empty(0, dtype=np.int64), []
+        cols = [j for j in self.targets_of_lag.get(lag, []) if self.target_names[j] in present]
+        return np.asarray(cols, dtype=np.int64), [DATE, LABEL_DATE, *(self.target_names[j] for j in cols)]
 
     def _advance(self, date_id: int, prices: np.ndarray, published: np.ndarray) -> None:
         """Take in the day served: a new day (after any skipped ones), the last day again, or
@@ -312,6 +334,13 @@ class Server:
         return -np.nan_to_num(self.latest_label)
 
     def predict(self, test, *batches) -> pl.DataFrame:
+        _NAMES.clear()
+        try:
+            return self._predict(test, *batches)
+        finally:
+            _NAMES.clear()               # keeps no frame alive between calls
+
+    def _predict(self, test, *batches) -> pl.DataFrame:
         self.calls += 1
         columns = self._reply_columns(batches, self.target_names)
         try:
@@ -341,7 +370,7 @@ class Server:
 
     def _date_of(self, test: pl.DataFrame, frames: list[pl.DataFrame]) -> int:
         for frame in [test, *frames]:
-            if frame.height and DATE in frame.columns:
+            if frame.height and DATE in _names(frame):
                 ids = [v for v in map(_to_float, frame.get_column(DATE).to_list()) if np.isfinite(v)]
                 if ids:
                     return int(ids[0])
@@ -350,18 +379,26 @@ class Server:
     @staticmethod
     def _reply_columns(batches, default: list[str]) -> list[str]:
         """The batches' target columns in their order (each once); `default` if none."""
-        columns: dict[str, None] = {}
+        layout = []
         for batch in batches:
             try:
-                names = [str(c) for c in getattr(batch, "columns", [])]
+                layout.append(_names(batch) if isinstance(batch, pl.DataFrame)
+                              else tuple(str(c) for c in getattr(batch, "columns", [])))
             except Exception:     # a broken frame names no columns
-                names = []
-            columns.update((c, None) for c in names if c not in (DATE, LABEL_DATE))
-        return list(columns) or list(default)
+                layout.append(())
+
+        def build() -> list[str]:
+            columns = dict.fromkeys(str(c) for names in layout for c in names)
+            columns.pop(DATE, None)
+            columns.pop(LABEL_DATE, None)
+            return list(columns)
+        return _layout(("reply", *layout), build) or list(default)
 
     def _reply(self, values: np.ndarray, columns: list[str]) -> pl.DataFrame:
         """One row: each column's forecast (0 for a column that is not a known target)."""
-        return _one_row(np.append(values, 0.0)[[self.position.get(c, -1) for c in columns]], columns)
+        at = _layout(("reply_at", id(self), tuple(columns)),
+                     lambda: np.array([self.position.get(c, -1) for c in columns], dtype=np.int64))
+        return _one_row(np.append(values, 0.0)[at], columns)
 
 
 def _one_row(row: np.ndarray, columns: list[str]) -> pl.DataFrame:
