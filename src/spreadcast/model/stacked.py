@@ -51,7 +51,9 @@ class StackedHeads(nn.Module):
 
         with torch.no_grad():
             self.register_buffer("gate", stack(lambda m: m.gate.values()))                 # (H, F)
-            self.register_buffer("in_w", stack(lambda m: m.input.weight.T))                 # (H, 2F, C)
+            n = cfg.n_features          # the input projection reads [gated x, missing]: two halves
+            self.register_buffer("in_x", stack(lambda m: m.input.weight[:, :n].T))          # (H, F, C)
+            self.register_buffer("in_m", stack(lambda m: m.input.weight[:, n:].T))          # (H, F, C)
             self.register_buffer("in_b", stack(lambda m: m.input.bias[None]))               # (H, 1, C)
             self.register_buffer("position", stack(_position_terms))                        # (H, L, C)
             for i in range(cfg.n_layers):
@@ -64,9 +66,9 @@ class StackedHeads(nn.Module):
             self.register_buffer("head_b", stack(lambda m: m.head.bias[None, :m.cfg.n_targets], True))  # (H, 1, T)
             self.register_buffer("kernels", stack(lambda m: m.pool.kernels(cfg.history)))   # (H, K, L)
             k = len(cfg.skip_decays)
-            self.register_buffer("skip_w", stack(                                            # (H, K, F, T)
-                lambda m: m.skip.weight[:m.cfg.n_targets].view(m.cfg.n_targets, k, cfg.n_features).permute(1, 2, 0),
-                True))
+            self.register_buffer("skip_w", stack(                                            # (H, F, K, T)
+                lambda m: m.skip.weight[:m.cfg.n_targets].view(m.cfg.n_targets, k, cfg.n_features).permute(2, 1, 0),
+                True).flatten(2))                                                               # (H, F, K * T)
         self.eval()
 
     # -- the two ways in: whole windows, or each day's terms kept while serving ----------------
@@ -80,11 +82,13 @@ class StackedHeads(nn.Module):
         for days x, missing (H, ..., F) (as `SpreadTransformer.day_terms`, forecast half)."""
         H, feats = x.shape[0], x.shape[-1]
         lead = x.shape[1:-1]
-        gated = x * self.gate.view((H,) + (1,) * len(lead) + (feats,))
-        both = torch.cat([gated, missing], dim=-1).reshape(H, -1, 2 * feats)
-        projected = torch.baddbmm(self.in_b, both, self.in_w).reshape(*x.shape[:-1], -1)
-        linear = torch.einsum("hnf,hkft->hnkt", gated.reshape(H, -1, feats), self.skip_w)
-        return projected, linear.reshape(*x.shape[:-1], *linear.shape[-2:])
+        gated = (x * self.gate.view((H,) + (1,) * len(lead) + (feats,))).reshape(H, -1, feats)
+        projected = torch.baddbmm(self.in_b, gated, self.in_x)
+        if torch.jit.is_tracing() or bool(missing.any()):     # a day with nothing missing adds nothing
+            projected = projected + torch.bmm(missing.reshape(H, -1, feats), self.in_m)
+        linear = torch.bmm(gated, self.skip_w)                                  # (H, n, K * T)
+        return (projected.reshape(*x.shape[:-1], -1),
+                linear.reshape(*x.shape[:-1], -1, self.skip_w.shape[-1] // self.kernels.shape[1]))
 
     def from_day_terms(self, projected: torch.Tensor, linear: torch.Tensor) -> torch.Tensor:
         """Forecasts (H, B, T) from the window's day terms (H, B, L, C) and (H, B, L, K, T)."""
