@@ -18,7 +18,7 @@ from spreadcast.io import atomic_dir, write_json
 from spreadcast.model import checkpoint
 from spreadcast.model.net import SpreadTransformer
 from spreadcast.training.linear import saliency, validation_scorer
-from spreadcast.training.prune import count_by_validation, select
+from spreadcast.training.prune import best_count, count_by_validation, select
 
 
 def main() -> None:
@@ -40,10 +40,19 @@ def main() -> None:
         scores = feature_scores(model, cfg.score)
     count, tried = None, {}
     if cfg.policy == "validate":
-        data = windows.head_data(windows.load(args.tensors), args.lag, meta["features"])
-        count, tried = count_by_validation(scores, meta["features"], cfg.candidates,
-                                           validation_scorer(model, data, cfg.ridge_alpha))
-        print(f"prune lag {args.lag}: validation Sharpe of the re-solved linear path by features kept: "
+        tensors = windows.load(args.tensors)
+        # with pool_lags, one count for every head: its mean validation Sharpe over the heads
+        judges = list(zip(lags, heads)) if cfg.pool_lags else [(args.lag, (model, meta))]
+        per_head = []
+        for lag, (m, m_meta) in judges:
+            data = windows.head_data(tensors, lag, m_meta["features"])
+            per_head.append(count_by_validation(aligned(scores, meta["features"], m_meta["features"], Path(args.train)),
+                                                m_meta["features"], cfg.candidates,
+                                                validation_scorer(m, data, cfg.ridge_alpha))[1])
+        tried = {k: float(np.mean([t[k] for t in per_head])) for k in per_head[0]}
+        count = best_count(tried)
+        print(f"prune lag {args.lag}: validation Sharpe of the re-solved linear path by features kept"
+              f"{' (mean over the lag heads)' if cfg.pool_lags else ''}: "
               + ", ".join(f"{k} {v:+.3f}" for k, v in tried.items()), flush=True)
     kept, report = select(scores, meta["features"], cfg, count)
     with atomic_dir(args.out) as tmp:

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
+import pytest
 import yaml
 
 from conftest import dvc, dvc_env
@@ -75,9 +76,11 @@ def test_artifacts_travel_through_a_dvc_remote(tiny_project, tmp_path):
     assert "up to date" in dvc(clone, "status")
 
 
-def test_prune_by_validation_keeps_the_best_candidate_count(tiny_project, tmp_path):
+@pytest.mark.parametrize("pool_lags", [False, True])
+def test_prune_by_validation_keeps_the_best_candidate_count(tiny_project, tmp_path, pool_lags):
     """The `validate` policy, through the stage script, on a copy of the tiny project's tensors
-    and trained head: it scores every candidate count and keeps the best one."""
+    and trained heads: it scores every candidate count and keeps the best one; with `pool_lags`,
+    the score is the mean over every lag head, so each head keeps the same count."""
     import json
     import shutil
     import sys
@@ -85,19 +88,24 @@ def test_prune_by_validation_keeps_the_best_candidate_count(tiny_project, tmp_pa
     for name in ("tensors", "train"):
         shutil.copytree(tiny_project / "artifacts" / name, tmp_path / "artifacts" / name)
     params = yaml.safe_load((tiny_project / "params.yaml").read_text())
-    params["prune"].update(policy="validate", candidates=[4, 8, 1000], min_keep=1)
+    params["prune"].update(policy="validate", candidates=[4, 8, 1000], min_keep=1, pool_lags=pool_lags)
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    out = subprocess.run([sys.executable, str(tiny_project / "stages/prune.py"), "--params", "params.yaml",
-                          "--lag", "1", "--tensors", "artifacts/tensors", "--train", "artifacts/train/lag1",
-                          "--heads", "artifacts/train", "--out", "artifacts/prune/lag1"], cwd=tmp_path, capture_output=True, text=True)
-    assert out.returncode == 0, out.stderr
-    registry = json.loads((tmp_path / "artifacts/prune/lag1/registry.json").read_text())
     n_features = len(json.loads((tmp_path / "artifacts/tensors/meta.json").read_text())["model_inputs"])
-    tried = {int(k): v for k, v in registry["validation_sharpe_by_count"].items()}
-    assert set(tried) == {4, 8, n_features}                  # 1000 is capped at every feature
-    best = max(tried, key=lambda k: (tried[k], -k))
-    assert len(registry["features"]) == best
-    assert "validation Sharpe of the re-solved linear path" in out.stdout
+    found = {}
+    for lag in (1, 2):
+        out = subprocess.run([sys.executable, str(tiny_project / "stages/prune.py"), "--params", "params.yaml",
+                              "--lag", str(lag), "--tensors", "artifacts/tensors", "--train", f"artifacts/train/lag{lag}",
+                              "--heads", "artifacts/train", "--out", f"artifacts/prune/lag{lag}"],
+                             cwd=tmp_path, capture_output=True, text=True)
+        assert out.returncode == 0, out.stderr
+        assert "validation Sharpe of the re-solved linear path" in out.stdout
+        registry = json.loads((tmp_path / f"artifacts/prune/lag{lag}/registry.json").read_text())
+        tried = {int(k): v for k, v in registry["validation_sharpe_by_count"].items()}
+        assert set(tried) == {4, 8, n_features}                  # 1000 is capped at every feature
+        best = max(tried, key=lambda k: (tried[k], -k))
+        assert len(registry["features"]) == best
+        found[lag] = tried
+    assert (found[1] == found[2]) == pool_lags                   # per head, the two heads score differently
 
 
 def test_a_failed_stage_leaves_its_previous_outputs_in_place(tiny_project):

@@ -304,7 +304,7 @@ class TrainConfig:
 
 @dataclass
 class PruneConfig:
-    policy: Literal["threshold", "top_k", "mass", "validate"] = "top_k"
+    policy: Literal["threshold", "top_k", "mass", "validate"] = "validate"
     score: Literal["saliency", "gate"] = "saliency"   # gate x linear-path weight norm, or the gate alone
     pool_lags: bool = True         # score each feature by its mean score over every lag head
     threshold: float = 0.5

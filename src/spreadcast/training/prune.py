@@ -31,8 +31,12 @@ def count_by_validation(scores: np.ndarray, names: list[str], candidates: list[i
     candidate's score; the smaller count wins a tie."""
     order = ranking(scores, names)
     tried = {k: val_sharpe(order[:k]) for k in sorted({min(k, len(names)) for k in candidates})}
-    best = max(tried, key=lambda k: (tried[k] if np.isfinite(tried[k]) else -np.inf, -k))
-    return best, tried
+    return best_count(tried), tried
+
+
+def best_count(tried: dict[int, float]) -> int:
+    """The count with the best score (NaN counts as worst); the smaller count wins a tie."""
+    return max(tried, key=lambda k: (tried[k] if np.isfinite(tried[k]) else -np.inf, -k))
 
 
 def select(scores: np.ndarray, names: list[str], cfg: PruneConfig,
