@@ -22,7 +22,7 @@ import numpy as np
 from spreadcast import cli, config
 from spreadcast.evaluation import blend, metric, own
 from spreadcast.evaluation.baseline import predict_ridge
-from spreadcast.evaluation.walkforward import fit_ridge, folds, select_ridge
+from spreadcast.evaluation.walkforward import embargo_of, fit_ridge, folds, select_ridge
 from spreadcast.features import windows
 from spreadcast.io import atomic_dir, read_json, save_arrays, write_json
 from spreadcast.serve.predictor import load_heads, predict_rows
@@ -41,7 +41,7 @@ def main() -> None:
 
     tensors = windows.load(args.tensors)
     splits = tensors.splits
-    delay = int(tensors.target_lags.max()) + 1
+    delay = embargo_of(tensors.target_lags)
     every, y = tensors.features.numpy(), tensors.labels.numpy()
     x, fold_columns = every[:, tensors.model_columns], tensors.fold_columns(n_folds)
     choice = select_ridge(every, y, tensors.raw_labels, splits.train, cfg.ridge_alphas, cfg.ridge_halflives,

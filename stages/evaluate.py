@@ -30,6 +30,7 @@ from spreadcast.features import windows
 from spreadcast.io import atomic_dir, load_array, read_json, write_json
 from spreadcast.model.net import SPARSE_GATE
 from spreadcast.evaluation.blend import prior_series
+from spreadcast.evaluation.walkforward import embargo_of
 from spreadcast.serve.predictor import load_blend, load_heads, predict_rows
 
 
@@ -51,7 +52,7 @@ def main() -> None:
     dates = tensors.date_ids[rows]
     heads = load_heads(args.models, data_cfg.lags)
     parts = load_blend(args.blend, ridge="train")        # holdout: the ridge that saw training rows only
-    delay = int(tensors.target_lags.max()) + 1
+    delay = embargo_of(tensors.target_lags)
     prior = prior_series(tensors.raw_labels, delay)      # each day: the label rows complete by then
 
     def served(at: np.ndarray) -> np.ndarray:

@@ -20,7 +20,7 @@ from spreadcast.data.ingest import load_ingested
 from spreadcast.data.layout import DATE
 from spreadcast.features.engineer import column_kinds, engineer, own_features, own_slots
 from spreadcast.features.prescreen import prescreen
-from spreadcast.evaluation.walkforward import folds
+from spreadcast.evaluation.walkforward import embargo_of, folds
 from spreadcast.features import splits as date_splits
 from spreadcast.io import atomic_dir, write_json
 
@@ -42,7 +42,7 @@ def main() -> None:
     kept, report = prescreen(matrix[splits.train], names, data.labels[splits.train], cfg)
     print(f"prescreen: {len(names)} engineered features, {len(kept)} kept "
           f"(training fold: {splits.train.size} days)")
-    embargo = max(t.lag for t in data.targets) + 1
+    embargo = embargo_of(t.lag for t in data.targets)
     fold_inputs = [prescreen(matrix[fit], names, data.labels[fit], cfg)[0]
                    for fit, _ in folds(splits.train, n_folds, embargo)]
     extra = {n for k in fold_inputs for n in k} - set(kept)

@@ -356,3 +356,25 @@ def test_the_gateway_emulation_refuses_what_the_competition_refuses(kaggle_sampl
 
     with pytest.raises(gateway.GatewayError):
         gateway.serve(predict, kaggle_sample, reply_limit_s=-1.0 if defect == "too_slow" else 300.0)
+
+
+def test_a_repeated_day_replaces_the_last_one(tiny_project):
+    """Serving the last day again with other prices, then with its own, gives back the first
+    reply: the state before the day (running features, the input window, the heads' day terms,
+    the prior) is restored, not stepped twice."""
+    artifacts = tiny_project / "artifacts"
+    dataset = artifacts / "synthetic/dataset"
+    server = Server(artifacts)
+    dates = pl.read_csv(dataset / "test.csv", columns=["date_id"])["date_id"].unique(maintain_order=True).to_list()
+    for d in dates[:5]:
+        test, batches = day_inputs(dataset, d)
+        first = server.predict(test, *batches)
+    window = server.inputs.copy()
+    prices = [c for c in server.columns if test[c][0] not in (None, "")]       # the price columns
+    moved = test.with_columns([(pl.col(c).cast(pl.Float64) * 1.5).cast(pl.Utf8) for c in prices])
+    other = server.predict(moved, *batches)
+    assert not np.allclose(other.to_numpy(), first.to_numpy())     # the moved prices change the forecast
+    again = server.predict(test, *batches)
+    np.testing.assert_allclose(again.to_numpy(), first.to_numpy(), rtol=1e-6, atol=1e-7)
+    np.testing.assert_array_equal(server.inputs, window)
+    assert server.fallbacks == 0

@@ -21,6 +21,13 @@ from spreadcast.errors import SplitError
 from spreadcast.evaluation import metric
 
 
+def embargo_of(lags) -> int:
+    """Days from a label's date until every lag of it is published (max lag + 1): the gap
+    between a fold and the rows fit before it, and when a label row enters the prior. The
+    prescreen's `fold_inputs` and the blend's folds line up only if both use this."""
+    return int(max(lags)) + 1
+
+
 def folds(rows: np.ndarray, n_folds: int, embargo: int) -> list[tuple[np.ndarray, np.ndarray]]:
     """(fit rows, test rows) of each fold, oldest fold first; the first fit has at least as many
     rows as a fold."""

@@ -84,8 +84,13 @@ class StackedHeads(nn.Module):
         lead = x.shape[1:-1]
         gated = (x * self.gate.view((H,) + (1,) * len(lead) + (feats,))).reshape(H, -1, feats)
         projected = torch.baddbmm(self.in_b, gated, self.in_x)
-        if torch.jit.is_tracing() or bool(missing.any()):     # a day with nothing missing adds nothing
-            projected = projected + torch.bmm(missing.reshape(H, -1, feats), self.in_m)
+        missing = missing.reshape(H, -1, feats)
+        if torch.jit.is_tracing():
+            projected = projected + torch.bmm(missing, self.in_m)
+        else:     # eager (serving a day): only the features missing somewhere add anything
+            some = missing.flatten(0, 1).any(dim=0).nonzero().flatten()
+            if some.numel():
+                projected = projected + torch.bmm(missing[:, :, some], self.in_m[:, some])
         linear = torch.bmm(gated, self.skip_w)                                  # (H, n, K * T)
         return (projected.reshape(*x.shape[:-1], -1),
                 linear.reshape(*x.shape[:-1], -1, self.skip_w.shape[-1] // self.kernels.shape[1]))

@@ -249,7 +249,8 @@ class Server:
         day terms by one day, keeping the state before it."""
         if keep:
             prior = None if self.blend is None else tuple(np.copy(v) for v in self.prior)
-            self.before_last = (self.online.copy_state(), self.inputs.copy(), self.missing.copy(), prior,
+            # the ring loses only its first row: keep that, not the whole window
+            self.before_last = (self.online.copy_state(), self.inputs[0].copy(), self.missing[0].copy(), prior,
                                 self.forecaster.state())
         self._prior_advance(date_id)
         labels = revealed_row(date_id, self.targets_of_lag, self.train_labels.get, published)
@@ -315,7 +316,9 @@ class Server:
         published[kept] = self.tail.published[i, kept]
         self.tail.published[i] = published
         if date_id == last and self.before_last is not None:
-            state, self.inputs[...], self.missing[...], prior, terms = self.before_last
+            state, first_inputs, first_missing, prior, terms = self.before_last
+            self.inputs[1:], self.missing[1:] = self.inputs[:-1].copy(), self.missing[:-1].copy()
+            self.inputs[0], self.missing[0] = first_inputs, first_missing
             self.online.restore_state(state)
             self.forecaster.restore(terms)
             if prior is not None:
