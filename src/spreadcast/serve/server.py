@@ -62,14 +62,15 @@ _LAYOUTS: dict = {}      # what is derived from a frame layout, by (what, names.
 _NAMES: dict = {}        # id(frame) -> (frame, its column names), for the frames of the call served
 
 
-def _layout(key: tuple, build):
-    """`build()`, cached by `key`: the gateway sends the same layout every day, so what is
-    derived from column names is derived once."""
-    found = _LAYOUTS.get(key)
+def _layout(key: tuple, build, cache: dict = _LAYOUTS):
+    """`build()`, cached in `cache` by `key`: the gateway sends the same layout every day, so
+    what is derived from column names is derived once (what also depends on a server's targets
+    goes in that server's own cache)."""
+    found = cache.get(key)
     if found is None:
-        if len(_LAYOUTS) > 256:
-            _LAYOUTS.clear()
-        found = _LAYOUTS[key] = build()
+        if len(cache) > 256:
+            cache.clear()
+        found = cache[key] = build()
     return found
 
 
@@ -198,6 +199,7 @@ class Server:
         self.latest_label = np.full(len(self.targets), np.nan)
         self.last_good: np.ndarray | None = None
         self.position = {n: j for j, n in enumerate(self.target_names)}
+        self.layouts: dict = {}          # what this server derives from the frames' layouts
         self.calls = 0
         self.fallbacks = 0
         self._rebuild(reset=False)
@@ -276,7 +278,7 @@ class Server:
     def _labels_of(self, batch: pl.DataFrame, lag: int, date_id: int, published: np.ndarray) -> None:
         """Write into `published` (all targets) the batch's labels that are public on `date_id`."""
         names = _names(batch)
-        cols, read = _layout(("labels", id(self), lag, names), lambda: self._label_columns(lag, names))
+        cols, read = _layout(("labels", lag, names), lambda: self._label_columns(lag, names), self.layouts)
         if batch.height == 0 or not cols.size:
             return
         block = _numeric(batch, read)
@@ -399,8 +401,8 @@ class Server:
 
     def _reply(self, values: np.ndarray, columns: list[str]) -> pl.DataFrame:
         """One row: each column's forecast (0 for a column that is not a known target)."""
-        at = _layout(("reply_at", id(self), tuple(columns)),
-                     lambda: np.array([self.position.get(c, -1) for c in columns], dtype=np.int64))
+        at = _layout(("reply_at", tuple(columns)),
+                     lambda: np.array([self.position.get(c, -1) for c in columns], dtype=np.int64), self.layouts)
         return _one_row(np.append(values, 0.0)[at], columns)
 
 
