@@ -40,8 +40,7 @@ class StackedHeads(nn.Module):
         assert stackable(models), "stacked heads need two or more models of one shape, in eval mode"
         cfg = models[0].cfg
         self.n_heads, self.history, self.n_layers = cfg.n_heads, cfg.history, cfg.n_layers
-        self.targets = [m.cfg.n_targets for m in models]
-        width = max(self.targets)
+        width = max(m.cfg.n_targets for m in models)
 
         def stack(get, pad_last: bool = False) -> torch.Tensor:
             parts = [get(m).detach().float() for m in models]
