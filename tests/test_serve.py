@@ -378,3 +378,29 @@ def test_a_repeated_day_replaces_the_last_one(tiny_project):
     np.testing.assert_allclose(again.to_numpy(), first.to_numpy(), rtol=1e-6, atol=1e-7)
     np.testing.assert_array_equal(server.inputs, window)
     assert server.fallbacks == 0
+
+
+def test_the_input_window_slides_and_slides_back_like_a_shifted_array():
+    """The served window (views into a buffer twice as long, moved back once every `length`
+    days) holds what shifting the whole array each day would, also when a day is undone just
+    after the rows moved back."""
+    from spreadcast.serve.server import _Window
+
+    rng = np.random.default_rng(0)
+    window, want = _Window(4, 3), [np.zeros((4, 3), dtype=np.float32), np.ones((4, 3), dtype=np.float32)]
+    undone = []
+    for day in range(13):
+        day_rows = [rng.normal(size=3).astype(np.float32), (rng.random(3) < 0.5).astype(np.float32)]
+        first = [w[0].copy() for w in want]
+        window.push(*day_rows)
+        want = [np.vstack([w[1:], r]) for w, r in zip(want, day_rows)]
+        if window.start == 0 or day % 4 == 1:          # just after a move back, and elsewhere
+            undone.append(window.start)
+            window.pop(*first)
+            np.testing.assert_array_equal(window.inputs, np.vstack([first[0], want[0][:-1]]))
+            np.testing.assert_array_equal(window.missing, np.vstack([first[1], want[1][:-1]]))
+            window.push(*day_rows)
+        np.testing.assert_array_equal(window.inputs, want[0])
+        np.testing.assert_array_equal(window.missing, want[1])
+        assert window.inputs.flags.c_contiguous
+    assert 0 in undone and max(undone) > 0

@@ -2,6 +2,7 @@
 import pytest
 import torch
 
+from spreadcast.model import stacked as stacked_module
 from spreadcast.model.net import ModelConfig, SpreadTransformer
 from spreadcast.model.stacked import StackedHeads, stackable
 
@@ -20,10 +21,13 @@ def models(targets=(5, 3, 5), n_features=6, history=8, d_model=16):
     return out
 
 
+@pytest.mark.parametrize("chunk", [64, 3])        # 3: causal attention in chunks of 3 queries
 @torch.no_grad()
-def test_stacked_heads_forecast_what_each_head_forecasts():
+def test_stacked_heads_forecast_what_each_head_forecasts(monkeypatch, chunk):
+    monkeypatch.setattr(stacked_module, "ATTENTION_CHUNK", chunk)
     heads = models()
     stacked = StackedHeads(heads)
+    assert len(stacked.chunks) == (1 if chunk == 64 else 3)
     x, m = torch.randn(3, 4, 8, 6), (torch.rand(3, 4, 8, 6) < 0.2).float()
     whole = stacked(x, m)                                               # (H, B, T)
     # the serving path: each day's terms computed alone, then the window from them

@@ -7,6 +7,13 @@ one head costs. Inference only: the weights are copied out of the trained heads 
 mode, no dropout), and each head's forecast equals its own `SpreadTransformer.forward` to float
 rounding (`Forecaster.freeze` checks it before serving).
 
+What costs the same and is done once at construction instead of every day: the feature gate is
+folded into the maps that read the gated inputs, each norm's scale and shift into the map after
+it. The last block computes its keys and values for every day and its query for the last day
+alone (the only position read). Causal attention over a long window runs in chunks of
+`ATTENTION_CHUNK` queries, each against the keys up to its last, so the masked half of the
+window is mostly not computed.
+
 Shapes: H heads, B windows, L days, F features per head, C model width, K linear-path
 averages, T the largest head's target count (a head with fewer targets is padded with zeros and
 sliced back by the caller).
@@ -18,6 +25,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from spreadcast.model.net import SpreadTransformer
+
+ATTENTION_CHUNK = 64     # queries per causal-attention call over the window (see `StackedHeads`)
 
 # what must agree for heads to share one pass (the target counts may differ: padded)
 SHAPE_KEYS = ("n_features", "history", "d_model", "n_heads", "n_layers", "ff_mult", "time2vec_dim", "positional")
@@ -49,25 +58,30 @@ class StackedHeads(nn.Module):
             return torch.stack(parts).contiguous()
 
         with torch.no_grad():
-            self.register_buffer("gate", stack(lambda m: m.gate.values()))                 # (H, F)
-            n = cfg.n_features          # the input projection reads [gated x, missing]: two halves
-            self.register_buffer("in_x", stack(lambda m: m.input.weight[:, :n].T))          # (H, F, C)
+            n, k = cfg.n_features, len(cfg.skip_decays)
+            # the gate folded into what reads the gated inputs: x @ (g * W) = (g * x) @ W. The
+            # two per-day maps (F inputs to C, and to K x T) are kept output-major, (H, out, F):
+            # a day is then one contiguous dot product per output, about twice as fast as (F, out)
+            self.register_buffer("in_x", stack(lambda m: m.input.weight[:, :n] * m.gate.values()))  # (H, C, F)
             self.register_buffer("in_m", stack(lambda m: m.input.weight[:, n:].T))          # (H, F, C)
             self.register_buffer("in_b", stack(lambda m: m.input.bias[None]))               # (H, 1, C)
+            self.register_buffer("skip_w", stack(lambda m: _skip_terms(m, width)))          # (H, K * T, F)
             self.register_buffer("position", stack(_position_terms))                        # (H, L, C)
             for i in range(cfg.n_layers):
-                for name, get in _block_parts(i).items():
+                for name, get in _block_parts(i, last=i == cfg.n_layers - 1).items():
                     self.register_buffer(f"b{i}_{name}", stack(get))
-            self.register_buffer("norm_w", stack(lambda m: m.norm.weight[None]))            # (H, 1, C)
-            self.register_buffer("norm_b", stack(lambda m: m.norm.bias[None]))
-            # only the forecast half of the outputs (the ranking score is a training signal)
-            self.register_buffer("head_w", stack(lambda m: m.head.weight[:m.cfg.n_targets].T, True))   # (H, C, T)
-            self.register_buffer("head_b", stack(lambda m: m.head.bias[None, :m.cfg.n_targets], True))  # (H, 1, T)
+            # only the forecast half of the outputs (the ranking score is a training signal),
+            # the final norm's scale and shift folded in
+            self.register_buffer("head_w", stack(lambda m: _after_norm(m.norm, m.head, m.cfg.n_targets)[0], True))
+            self.register_buffer("head_b", stack(lambda m: _after_norm(m.norm, m.head, m.cfg.n_targets)[1], True))
             self.register_buffer("kernels", stack(lambda m: m.pool.kernels(cfg.history)))   # (H, K, L)
-            k = len(cfg.skip_decays)
-            self.register_buffer("skip_w", stack(                                            # (H, F, K, T)
-                lambda m: m.skip.weight[:m.cfg.n_targets].view(m.cfg.n_targets, k, cfg.n_features).permute(2, 1, 0),
-                True).flatten(2))                                                               # (H, F, K * T)
+            self.k = k
+            # causal attention over long windows in chunks of queries, each against the keys up
+            # to its last: the fused kernel skips no masked block of one square window
+            self.chunks = [(a, min(a + ATTENTION_CHUNK, cfg.history)) for a in range(0, cfg.history, ATTENTION_CHUNK)]
+            for j, (a, e) in enumerate(self.chunks[1:], start=1):
+                self.register_buffer(f"mask{j}", torch.zeros(e - a, e).masked_fill(
+                    torch.ones(e - a, e, dtype=torch.bool).tril(a).logical_not(), float("-inf")))
         self.eval()
 
     # -- the two ways in: whole windows, or each day's terms kept while serving ----------------
@@ -79,20 +93,17 @@ class StackedHeads(nn.Module):
     def day_terms(self, x: torch.Tensor, missing: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Each day's input projection (H, ..., C) and its linear-path terms (H, ..., K, T),
         for days x, missing (H, ..., F) (as `SpreadTransformer.day_terms`, forecast half)."""
-        H, feats = x.shape[0], x.shape[-1]
-        lead = x.shape[1:-1]
-        gated = (x * self.gate.view((H,) + (1,) * len(lead) + (feats,))).reshape(H, -1, feats)
-        projected = torch.baddbmm(self.in_b, gated, self.in_x)
-        missing = missing.reshape(H, -1, feats)
+        lead, feats = x.shape[:-1], x.shape[-1]
+        x, missing = x.reshape(lead[0], -1, feats), missing.reshape(lead[0], -1, feats)
+        projected = torch.baddbmm(self.in_b, x, self.in_x.transpose(1, 2))
         if torch.jit.is_tracing():
             projected = projected + torch.bmm(missing, self.in_m)
         else:     # eager (serving a day): only the features missing somewhere add anything
             some = missing.flatten(0, 1).any(dim=0).nonzero().flatten()
             if some.numel():
                 projected = projected + torch.bmm(missing[:, :, some], self.in_m[:, some])
-        linear = torch.bmm(gated, self.skip_w)                                  # (H, n, K * T)
-        return (projected.reshape(*x.shape[:-1], -1),
-                linear.reshape(*x.shape[:-1], -1, self.skip_w.shape[-1] // self.kernels.shape[1]))
+        linear = torch.bmm(x, self.skip_w.transpose(1, 2))                      # (H, n, K * T)
+        return projected.reshape(*lead, -1), linear.reshape(*lead, self.k, -1)
 
     def from_day_terms(self, projected: torch.Tensor, linear: torch.Tensor) -> torch.Tensor:
         """Forecasts (H, B, T) from the window's day terms (H, B, L, C) and (H, B, L, K, T)."""
@@ -101,28 +112,40 @@ class StackedHeads(nn.Module):
         h = projected + self.position[:, None]
         for i in range(self.n_layers):
             h = self._block(i, h, last_only=i == self.n_layers - 1)           # last: (H, B, 1, C)
-        encoded = F.layer_norm(h[:, :, -1], (C,)) * self.norm_w + self.norm_b  # (H, B, C)
-        out = torch.baddbmm(self.head_b, encoded, self.head_w)                  # (H, B, T)
+        out = torch.baddbmm(self.head_b, F.layer_norm(h[:, :, -1], (C,)), self.head_w)     # (H, B, T)
         return out + torch.einsum("hkl,hblkt->hbt", self.kernels, linear)
 
     # -- the blocks (`net.Block`, pre-norm, causal attention; the last computes the last day) --
     def _block(self, i: int, h: torch.Tensor, last_only: bool) -> torch.Tensor:
+        """Block i; each norm's scale and shift are folded into the map after it."""
         p = lambda name: getattr(self, f"b{i}_{name}")                          # noqa: E731
         H, B, L, C = h.shape
-        a = F.layer_norm(h, (C,)) * p("n1_w")[:, None] + p("n1_b")[:, None]
-        qkv = torch.baddbmm(p("qkv_b"), a.reshape(H, B * L, C), p("qkv_w"))  # (H, B*L, 3C)
-        q, k, v = qkv.view(H * B, L, 3, self.n_heads, C // self.n_heads).permute(2, 0, 3, 1, 4)
-        if last_only:
-            y = F.scaled_dot_product_attention(q[:, :, -1:], k, v)             # (H*B, n, 1, C/n)
+        n, width = self.n_heads, C // self.n_heads
+        a = F.layer_norm(h, (C,)).reshape(H, B * L, C)
+        if last_only:     # the keys and values of every day, the query of the last alone
+            k, v = torch.baddbmm(p("kv_b"), a, p("kv_w")).view(H * B, L, 2, n, width).permute(2, 0, 3, 1, 4)
             h = h[:, :, -1:]
+            q = torch.baddbmm(p("q_b"), a.view(H, B, L, C)[:, :, -1], p("q_w")).view(H * B, 1, n, width)
+            y = F.scaled_dot_product_attention(q.transpose(1, 2), k, v)       # (H*B, n, 1, C/n)
             L = 1
         else:
-            y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+            q, k, v = torch.baddbmm(p("qkv_b"), a, p("qkv_w")).view(H * B, L, 3, n, width).permute(2, 0, 3, 1, 4)
+            y = self._causal(q, k, v)
         y = y.transpose(1, 2).reshape(H, B * L, C)
         h = torch.baddbmm(p("out_b"), y, p("out_w")).view(H, B, L, C) + h
-        a = F.layer_norm(h, (C,)) * p("n2_w")[:, None] + p("n2_b")[:, None]
-        a = F.gelu(torch.baddbmm(p("fc1_b"), a.reshape(H, B * L, C), p("fc1_w")))
+        a = F.gelu(torch.baddbmm(p("fc1_b"), F.layer_norm(h, (C,)).reshape(H, B * L, C), p("fc1_w")))
         return torch.baddbmm(p("fc2_b"), a, p("fc2_w")).view(H, B, L, C) + h
+
+    def _causal(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """Causal attention (N, n, L, C/n), by chunks of queries (`chunks`)."""
+        a, e = self.chunks[0]
+        if len(self.chunks) == 1:
+            return F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        out = [F.scaled_dot_product_attention(q[:, :, :e], k[:, :, :e], v[:, :, :e], is_causal=True)]
+        for j, (a, e) in enumerate(self.chunks[1:], start=1):
+            out.append(F.scaled_dot_product_attention(q[:, :, a:e], k[:, :, :e], v[:, :, :e],
+                                                      attn_mask=getattr(self, f"mask{j}")))
+        return torch.cat(out, dim=2)
 
 
 def _position_terms(model: SpreadTransformer) -> torch.Tensor:
@@ -131,12 +154,36 @@ def _position_terms(model: SpreadTransformer) -> torch.Tensor:
     return out + model.position if model.position is not None else out
 
 
-def _block_parts(i: int) -> dict:
-    """Block i's weights, as (H-stackable) tensors: linear maps as (in, out), biases and norms as (1, out)."""
+def _skip_terms(model: SpreadTransformer, width: int) -> torch.Tensor:
+    """The linear path's forecast half per day, gate folded in, (K * width, F), average-major,
+    each average's targets padded to `width`."""
+    cfg = model.cfg
+    w = model.skip.weight[:cfg.n_targets].view(cfg.n_targets, len(cfg.skip_decays), cfg.n_features)
+    w = F.pad(w.permute(1, 0, 2), (0, 0, 0, width - cfg.n_targets))             # (K, width, F)
+    return (w * model.gate.values()).flatten(0, 1)
+
+
+def _after_norm(norm: nn.LayerNorm, linear: nn.Linear, rows: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """`linear` after `norm`'s scale s and shift b, as one map of the unscaled norm:
+    (z * s + b) W' + c = z (s W') + (b W' + c). Returns the weights (in, out) and bias (1, out),
+    of the first `rows` outputs (all by default)."""
+    w, c = linear.weight[:rows], linear.bias[:rows]
+    return (norm.weight[:, None] * w.T), (c + w @ norm.bias)[None]
+
+
+def _block_parts(i: int, last: bool) -> dict:
+    """Block i's weights, as (H-stackable) tensors: linear maps as (in, out), biases as (1, out).
+    The last block keeps the query map apart from the key and value maps."""
     b = lambda m: m.blocks[i]                                                   # noqa: E731
-    return {"n1_w": lambda m: b(m).norm1.weight[None], "n1_b": lambda m: b(m).norm1.bias[None],
-            "qkv_w": lambda m: b(m).attn.qkv.weight.T, "qkv_b": lambda m: b(m).attn.qkv.bias[None],
-            "out_w": lambda m: b(m).attn.out.weight.T, "out_b": lambda m: b(m).attn.out.bias[None],
-            "n2_w": lambda m: b(m).norm2.weight[None], "n2_b": lambda m: b(m).norm2.bias[None],
-            "fc1_w": lambda m: b(m).mlp[0].weight.T, "fc1_b": lambda m: b(m).mlp[0].bias[None],
-            "fc2_w": lambda m: b(m).mlp[2].weight.T, "fc2_b": lambda m: b(m).mlp[2].bias[None]}
+    qkv = lambda m: _after_norm(b(m).norm1, b(m).attn.qkv)                      # noqa: E731
+    C = lambda m: m.cfg.d_model                                                 # noqa: E731
+    parts = {"out_w": lambda m: b(m).attn.out.weight.T, "out_b": lambda m: b(m).attn.out.bias[None],
+             "fc1_w": lambda m: _after_norm(b(m).norm2, b(m).mlp[0])[0],
+             "fc1_b": lambda m: _after_norm(b(m).norm2, b(m).mlp[0])[1],
+             "fc2_w": lambda m: b(m).mlp[2].weight.T, "fc2_b": lambda m: b(m).mlp[2].bias[None]}
+    if last:
+        parts.update({"q_w": lambda m: qkv(m)[0][:, :C(m)], "q_b": lambda m: qkv(m)[1][:, :C(m)],
+                      "kv_w": lambda m: qkv(m)[0][:, C(m):], "kv_b": lambda m: qkv(m)[1][:, C(m):]})
+    else:
+        parts.update({"qkv_w": lambda m: qkv(m)[0], "qkv_b": lambda m: qkv(m)[1]})
+    return parts

@@ -157,6 +157,44 @@ class _Tail:
         self.start = max(self.start, self.end - TAIL_DAYS)
 
 
+class _Window:
+    """The model inputs and missing flags of the last `length` days, oldest first: views into
+    buffers twice as long. A new day moves the views by one row; once every `length` days the
+    rows move back to the start. The whole window is not shifted each day (8 MB at full size)."""
+
+    def __init__(self, length: int, width: int):
+        self.length, self.start = length, 0
+        self.values = np.zeros((2 * length, width), dtype=np.float32)
+        self.gaps = np.ones((2 * length, width), dtype=np.float32)
+
+    @property
+    def inputs(self) -> np.ndarray:
+        return self.values[self.start:self.start + self.length]
+
+    @property
+    def missing(self) -> np.ndarray:
+        return self.gaps[self.start:self.start + self.length]
+
+    def push(self, x: np.ndarray, m: np.ndarray) -> None:
+        """The window slides by the day x, m (features,)."""
+        if self.start + self.length == len(self.values):
+            for rows in (self.values, self.gaps):
+                rows[:self.length - 1] = rows[self.start + 1:]
+            self.start = 0
+        else:
+            self.start += 1
+        self.values[self.start + self.length - 1], self.gaps[self.start + self.length - 1] = x, m
+
+    def pop(self, x: np.ndarray, m: np.ndarray) -> None:
+        """Undo the last `push`: the window slides back, its first day x, m again."""
+        if self.start == 0:
+            for rows in (self.values, self.gaps):
+                rows[1:self.length] = rows[:self.length - 1].copy()
+        else:
+            self.start -= 1
+        self.values[self.start], self.gaps[self.start] = x, m
+
+
 class Server:
     """Holds the trained artifacts and the state of the days served so far."""
 
@@ -206,6 +244,15 @@ class Server:
         self.forecaster.freeze(self.inputs, self.missing)
 
     # -- state -------------------------------------------------------------------------------
+    @property
+    def inputs(self) -> np.ndarray:
+        """The model inputs of the window's days (history x features), oldest first."""
+        return self.window.inputs
+
+    @property
+    def missing(self) -> np.ndarray:
+        return self.window.missing
+
     def _prior_reset(self) -> None:
         if self.blend is not None:
             self.prior = (self.blend.prior_sum.copy(), self.blend.prior_count.copy(), self.blend.prior_upto)
@@ -236,8 +283,7 @@ class Server:
         and the heads' day terms of the window (`reset`)."""
         self._prior_reset()
         self.online = OnlineFeatures(self.scaler.features, self.columns, self.kinds, self.targets, self.engineering)
-        self.inputs = np.zeros((self.history, len(self.scaler.features)), dtype=np.float32)
-        self.missing = np.ones((self.history, len(self.scaler.features)), dtype=np.float32)
+        self.window = _Window(self.history, len(self.scaler.features))
         self.before_last = None
         first = max(0, len(self.tail.dates) - self.history)      # days before the window: no features needed
         self.online.warm(self.tail.values[:first])
@@ -247,19 +293,18 @@ class Server:
             self.forecaster.reset(self.inputs, self.missing)
 
     def _step(self, date_id: int, prices: np.ndarray, published: np.ndarray, keep: bool = True) -> None:
-        """Advance the features, the input ring and (`keep`: serving, not rebuilding) the heads'
+        """Advance the features, the input window and (`keep`: serving, not rebuilding) the heads'
         day terms by one day, keeping the state before it."""
         if keep:
             prior = None if self.blend is None else tuple(np.copy(v) for v in self.prior)
-            # the ring loses only its first row: keep that, not the whole window
+            # the window loses only its first day: keep that, not the whole window
             self.before_last = (self.online.copy_state(), self.inputs[0].copy(), self.missing[0].copy(), prior,
                                 self.forecaster.state())
         self._prior_advance(date_id)
         labels = revealed_row(date_id, self.targets_of_lag, self.train_labels.get, published)
         row = self.online.step(prices, labels)
         scaled, gap = self.scaler.model_inputs(row[None])
-        self.inputs[:-1], self.missing[:-1] = self.inputs[1:], self.missing[1:]
-        self.inputs[-1], self.missing[-1] = scaled[0], gap[0]
+        self.window.push(scaled[0], gap[0])
         if keep:
             self.forecaster.push(self.inputs[-1], self.missing[-1])
 
@@ -319,8 +364,7 @@ class Server:
         self.tail.published[i] = published
         if date_id == last and self.before_last is not None:
             state, first_inputs, first_missing, prior, terms = self.before_last
-            self.inputs[1:], self.missing[1:] = self.inputs[:-1].copy(), self.missing[:-1].copy()
-            self.inputs[0], self.missing[0] = first_inputs, first_missing
+            self.window.pop(first_inputs, first_missing)
             self.online.restore_state(state)
             self.forecaster.restore(terms)
             if prior is not None:
