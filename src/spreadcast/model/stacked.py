@@ -75,7 +75,7 @@ class StackedHeads(nn.Module):
             self.register_buffer("head_w", stack(lambda m: _after_norm(m.norm, m.head, m.cfg.n_targets)[0], True))
             self.register_buffer("head_b", stack(lambda m: _after_norm(m.norm, m.head, m.cfg.n_targets)[1], True))
             self.register_buffer("kernels", stack(lambda m: m.pool.kernels(cfg.history)))   # (H, K, L)
-            self.k = k
+            self.n_averages = k
             # causal attention over long windows in chunks of queries, each against the keys up
             # to its last: the fused kernel skips no masked block of one square window
             self.chunks = [(a, min(a + ATTENTION_CHUNK, cfg.history)) for a in range(0, cfg.history, ATTENTION_CHUNK)]
@@ -103,7 +103,7 @@ class StackedHeads(nn.Module):
             if some.numel():
                 projected = projected + torch.bmm(missing[:, :, some], self.in_m[:, some])
         linear = torch.bmm(x, self.skip_w.transpose(1, 2))                      # (H, n, K * T)
-        return projected.reshape(*lead, -1), linear.reshape(*lead, self.k, -1)
+        return projected.reshape(*lead, -1), linear.reshape(*lead, self.n_averages, -1)
 
     def from_day_terms(self, projected: torch.Tensor, linear: torch.Tensor) -> torch.Tensor:
         """Forecasts (H, B, T) from the window's day terms (H, B, L, C) and (H, B, L, K, T)."""
@@ -138,10 +138,10 @@ class StackedHeads(nn.Module):
 
     def _causal(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         """Causal attention (N, n, L, C/n), by chunks of queries (`chunks`)."""
-        a, e = self.chunks[0]
         if len(self.chunks) == 1:
             return F.scaled_dot_product_attention(q, k, v, is_causal=True)
-        out = [F.scaled_dot_product_attention(q[:, :, :e], k[:, :, :e], v[:, :, :e], is_causal=True)]
+        first = self.chunks[0][1]
+        out = [F.scaled_dot_product_attention(q[:, :, :first], k[:, :, :first], v[:, :, :first], is_causal=True)]
         for j, (a, e) in enumerate(self.chunks[1:], start=1):
             out.append(F.scaled_dot_product_attention(q[:, :, a:e], k[:, :, :e], v[:, :, :e],
                                                       attn_mask=getattr(self, f"mask{j}")))
