@@ -5,7 +5,14 @@ usage: python stages/train.py --lag K --tensors artifacts/tensors --out artifact
 
 Checkpoints are written to --work while training, so a killed run resumes where it stopped;
 they move into --out when training ends.
+
+The validation days choose the number of epochs (the best epoch, and early stopping). With
+`train.epoch_folds: n > 0` it rests on several periods: the same configuration first trains on
+the fitting days of each of the last n walk-forward folds (inputs from that fold's own screen)
+and is scored on the fold every epoch; the head's best epoch and early stopping then follow the
+mean of its validation Sharpe and those folds' at each epoch.
 """
+import dataclasses
 from pathlib import Path
 
 import torch
@@ -17,6 +24,7 @@ from spreadcast.training import distributed, linear
 from spreadcast.training.device import attention_backend, place_windows, set_precision
 from spreadcast.features.windows import head_data
 from spreadcast.training.loop import data_fingerprint, fit, move_checkpoints, open_live
+from spreadcast.evaluation.walkforward import embargo_of, folds
 
 
 def model_config(cfg: config.TrainConfig, n_features: int, n_targets: int, history: int) -> ModelConfig:
@@ -36,6 +44,10 @@ def main() -> None:
     p.add_output("--work", help="checkpoints while training; a rerun resumes from here")
     args = p.parse_args()
     cfg = config.load("train", args.params)
+    n_folds = config.load("walkforward", args.params).folds
+    if cfg.epoch_folds > n_folds:
+        raise config.ConfigError(f"train.epoch_folds: {cfg.epoch_folds} is more than walkforward.folds ({n_folds})")
+    args.n_folds = n_folds
     distributed.run(cfg.processes, lambda ctx, device: train(args, cfg, ctx, device))
 
 
@@ -67,19 +79,53 @@ def train(args, cfg: config.TrainConfig, ctx: distributed.Context, device: torch
             "targets": [tensors.target_names[j] for j in cols],
             "params_hash": config.params_hash(cfg), "data_fingerprint": data_fingerprint(Path(args.tensors))}
     work = Path(args.work)
+    earlier = fold_curves(args, cfg, tensors, meta, work, ctx, device)
+    reference = [entry["curve"] for entry in earlier]
     if not ctx.main:                           # other ranks train; rank 0 alone writes
-        fit(model, data, cfg, work, meta, ctx=ctx)
+        fit(model, data, cfg, work, meta, ctx=ctx, reference=reference)
         return
     with atomic_dir(args.out) as tmp:
         live = open_live(tmp / "live")
-        summary = fit(model, data, cfg, work, meta, live=live, ctx=ctx)
+        summary = fit(model, data, cfg, work, meta, live=live, ctx=ctx, reference=reference)
         if live is not None:
             live.end()
         move_checkpoints(work, tmp)
     write_json(args.metrics, {"lag": args.lag, "best_epoch": summary["best_epoch"],
                               "epochs_run": summary["epochs_run"], "parameters": n_params,
-                              "collapsed_epochs": summary["collapsed_epochs"],
+                              "collapsed_epochs": summary["collapsed_epochs"], "epoch_folds": earlier,
                               **{f"val_{k}": v for k, v in summary["val"].items()}})
+
+
+def fold_curves(args, cfg: config.TrainConfig, tensors, meta: dict, work: Path, ctx: distributed.Context,
+                device: torch.device) -> list[dict]:
+    """Each of the last `cfg.epoch_folds` walk-forward folds: the head's configuration trained on
+    the fold's fitting days (its own screen's inputs, the same seed) and its validation Sharpe on
+    the fold after every epoch."""
+    if cfg.epoch_folds == 0:
+        return []
+    cols = tensors.head(args.lag)
+    out = []
+    splits = folds(tensors.splits.train, args.n_folds, embargo_of(tensors.target_lags))
+    for k in range(args.n_folds - cfg.epoch_folds, args.n_folds):
+        fit_rows, test_rows = splits[k]
+        inputs = tensors.fold_inputs[k]
+        data = dataclasses.replace(head_data(tensors, args.lag, inputs), train_rows=fit_rows, val_rows=test_rows)
+        torch.manual_seed(cfg.seed)
+        model = SpreadTransformer(model_config(cfg, len(inputs), int(cols.size), tensors.history))
+        if cfg.linear_start_alpha > 0:
+            linear.ridge_start(model, data.windows, data.train_rows, cfg.linear_start_alpha)
+        model.to(device)
+        data.windows, _ = place_windows(data.windows, device, cfg.windows_on_device)
+        if ctx.main:
+            print(f"train lag {args.lag}: walk-forward fold {k + 1} of {args.n_folds} for the number of epochs: "
+                  f"{fit_rows.size} fitting days, scored on {test_rows.size} days from date "
+                  f"{int(tensors.date_ids[test_rows[0]])}", flush=True)
+        summary = fit(model, data, cfg, work / f"fold{k + 1}", {**meta, "features": inputs, "fold": k + 1},
+                      ctx=ctx, keep=None)
+        out.append({"fold": k + 1, "dates": [int(tensors.date_ids[test_rows[0]]), int(tensors.date_ids[test_rows[-1]])],
+                    "best_epoch": summary["best_epoch"],
+                    "curve": [round(float(r["val_sharpe"]), 6) for r in summary["history"]]})
+    return out
 
 
 if __name__ == "__main__":

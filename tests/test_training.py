@@ -8,6 +8,7 @@ import torch
 from spreadcast.config import TrainConfig
 from spreadcast.errors import CollapseError
 from spreadcast.features.windows import HeadData, Windows
+from spreadcast.model import checkpoint
 from spreadcast.model.net import ModelConfig, SpreadTransformer
 from spreadcast.training import loop
 
@@ -81,6 +82,42 @@ def test_no_resume_from_another_configuration(tmp_path, capsys):
     assert len(summary["history"]) == other.epochs
 
 
+@pytest.mark.parametrize("favoured", [1, 3])
+def test_earlier_periods_curves_move_the_chosen_epoch(tmp_path, favoured):
+    """With reference curves (the same configuration's per-epoch Sharpe on earlier folds) the
+    best epoch and the `best` checkpoint follow the mean of the validation Sharpe and theirs:
+    a reference far higher at one epoch chooses that epoch, whatever validation says; a curve
+    shorter than the run counts with its last epoch; without curves, validation alone chooses."""
+    alone = run(tmp_path, name="alone")
+    by_val = int(np.argmax([r["val_sharpe"] for r in alone["history"]])) + 1
+    assert alone["best_epoch"] == by_val and "select_sharpe" not in alone["history"][0]
+    curve = [-50.0] * 4
+    curve[favoured - 1] = 50.0
+    short = curve[:favoured]                                     # stops at the favoured epoch
+    model = make_model()
+    summary = loop.fit(model, make_data(), CFG, tmp_path / f"ref{favoured}", {"model": model.cfg.to_dict()},
+                       reference=[curve, short])
+    assert summary["best_epoch"] == favoured
+    record = summary["history"][favoured - 1]
+    assert record["select_sharpe"] == pytest.approx((record["val_sharpe"] + 100.0) / 3)
+    later = summary["history"][-1]                               # the short curve counts with its last value
+    if favoured < 4:
+        assert later["select_sharpe"] == pytest.approx((later["val_sharpe"] - 50.0 + 50.0) / 3)
+    _, meta = checkpoint.load(tmp_path / f"ref{favoured}" / "best")
+    assert meta["epoch"] == favoured and meta["val_sharpe"] == pytest.approx(record["val_sharpe"])
+    # the same histories of validation Sharpe: the curves change the choice, not the training
+    assert [r["val_sharpe"] for r in summary["history"]] == [r["val_sharpe"] for r in alone["history"]]
+
+
+def test_a_run_kept_for_its_curve_loads_no_checkpoint(tmp_path):
+    model = make_model()
+    summary = loop.fit(model, make_data(), CFG, tmp_path / "curve", {"model": model.cfg.to_dict()}, keep=None)
+    assert len(summary["history"]) == CFG.epochs and summary["val"] == {}
+    ended = {k: v.clone() for k, v in model.state_dict().items()}
+    state, _ = checkpoint.load(tmp_path / "curve" / "last")
+    assert all(torch.equal(ended[k], v) for k, v in state["model"].items())
+
+
 def test_amp_bf16_on_cpu_and_activation_stats(tmp_path):
     cfg = dataclasses.replace(CFG, amp=True, epochs=2, activation_stats=True, regression_loss="hybrid")
     summary = run(tmp_path, cfg=cfg)
@@ -127,3 +164,45 @@ def test_training_pruning_and_finetuning_never_read_holdout_rows(tiny_project, t
         assert ours.keys() == theirs.keys()
         for key in ours:
             torch.testing.assert_close(ours[key], theirs[key], rtol=0, atol=0, msg=f"{folder} {key}")
+
+
+def test_train_stage_chooses_epochs_with_a_walk_forward_fold(tiny_project, tmp_path):
+    """`train.epoch_folds: 1`: the stage trains the head's configuration on the last fold's
+    fitting days first, records its per-epoch Sharpe on the fold, and the head's best epoch is
+    the one with the best mean of that curve and the validation Sharpe. More folds than
+    `walkforward.folds` is refused, naming the key."""
+    import json
+    import shutil
+    import subprocess
+    import sys
+
+    import yaml
+
+    from conftest import ROOT
+
+    project = tmp_path / "p"
+    (project / "artifacts").mkdir(parents=True)
+    shutil.copytree(tiny_project / "artifacts" / "tensors", project / "artifacts" / "tensors")
+    params = yaml.safe_load((tiny_project / "params.yaml").read_text())
+    params["train"].update(epochs=4, patience=4, epoch_folds=1)
+    (project / "params.yaml").write_text(yaml.safe_dump(params))
+    argv = [sys.executable, str(ROOT / "stages" / "train.py"), "--lag", "1", "--tensors", "artifacts/tensors",
+            "--out", "artifacts/train", "--metrics", "artifacts/train.json", "--work", "artifacts/.work/train"]
+    done = subprocess.run(argv, cwd=project, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "walk-forward fold" in done.stdout
+    metrics = json.loads((project / "artifacts" / "train.json").read_text())
+    (fold,) = metrics["epoch_folds"]
+    assert fold["fold"] == params["walkforward"]["folds"] and 1 <= len(fold["curve"]) <= 4
+    _, meta = checkpoint.load(project / "artifacts" / "train" / "best")
+    assert meta["reference"] == [fold["curve"]] and meta["epoch"] == metrics["best_epoch"]
+    state, _ = checkpoint.load(project / "artifacts" / "train" / "last")
+    history, curve = state["progress"]["history"], fold["curve"]
+    mean = [(r["val_sharpe"] + curve[min(i, len(curve) - 1)]) / 2 for i, r in enumerate(history)]
+    assert [r["select_sharpe"] for r in history] == pytest.approx(mean)
+    assert metrics["best_epoch"] == int(np.argmax(mean)) + 1
+    assert not (project / "artifacts" / ".work" / "train").exists()        # fold checkpoints gone with the rest
+    params["train"]["epoch_folds"] = params["walkforward"]["folds"] + 1
+    (project / "params.yaml").write_text(yaml.safe_dump(params))
+    refused = subprocess.run(argv, cwd=project, capture_output=True, text=True)
+    assert refused.returncode != 0 and "train.epoch_folds" in refused.stderr

@@ -265,6 +265,7 @@ class TrainConfig:
     gate_lr_mult: float = 100.0
     gate_warmup_epochs: int = 3
     patience: int = 6
+    epoch_folds: int = 0          # >0: the last this many walk-forward folds help choose the epoch (0: validation alone)
     amp: bool = False
     grad_checkpoint: bool = False
     activation_stats: bool = False
@@ -300,6 +301,7 @@ class TrainConfig:
         _require(self.gate_lr_mult > 0.0, f"{s}.gate_lr_mult", "must be positive")
         _require(self.gate_warmup_epochs >= 0, f"{s}.gate_warmup_epochs", "must be >= 0")
         _require(self.patience >= 1, f"{s}.patience", "must be at least 1")
+        _require(0 <= self.epoch_folds <= 10, f"{s}.epoch_folds", "must be in 0..10")
 
 
 @dataclass

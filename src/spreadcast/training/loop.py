@@ -3,7 +3,8 @@
 AdamW with gradient clipping and a learning-rate schedule that is a pure function of the step;
 mixed precision through one `torch.autocast` context built once (bf16, or fp16 with a grad
 scaler on CUDA); validation with the competition metric every epoch, early stopping and best
-checkpoint selection on it; `best` and `last` checkpoints; dvclive logging per epoch.
+checkpoint selection on it (or on its mean with the same epochs of earlier periods' runs,
+`reference`); `best` and `last` checkpoints; dvclive logging per epoch.
 """
 from __future__ import annotations
 
@@ -148,8 +149,10 @@ class _Run:
     parts of an epoch (`start`, `train_epoch`, `validate`, `save`, `finish`)."""
 
     def __init__(self, model: SpreadTransformer, data: HeadData, cfg: TrainConfig, out: Path, meta: dict,
-                 epochs: int, lr: float, groups: dict[str, torch.Tensor] | None, ctx: Context):
+                 epochs: int, lr: float, groups: dict[str, torch.Tensor] | None, ctx: Context,
+                 reference: list[list[float]] | None = None):
         self.model, self.cfg, self.out, self.ctx, self.groups = model, cfg, out, ctx, groups or {}
+        self.reference = [list(curve) for curve in reference or [] if len(curve)]
         self.epochs, self.base_lr = epochs, lr
         self.device = next(model.parameters()).device
         self.autocast, self.scaler = autocast_context(self.device, cfg.amp)
@@ -164,6 +167,8 @@ class _Run:
         self.warmup = cfg.warmup_epochs * self.steps_per_epoch
         self.rank_scale = (data.target_scale / data.target_scale.mean()).to(self.device)
         self.run_meta = {**meta, "fit": {"epochs": epochs, "lr": lr}}
+        if self.reference:
+            self.run_meta["reference"] = self.reference
         windows, _ = place_windows(data.windows, self.device, cfg.windows_on_device)
         self.data = dataclasses.replace(data, windows=windows)
         self.pin = cfg.pin_memory and self.device.type == "cuda" and windows.device.type != "cuda"
@@ -258,6 +263,8 @@ class _Run:
             "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
             **{f"loss_regression_{name}": v / self.steps_per_epoch for name, v in group_sums.items()},
         }
+        if self.reference:
+            record["select_sharpe"] = self.selection_score(record)
         if cfg.activation_stats:
             x, m, _ = self.data.windows.batch(self.data.val_rows[:cfg.batch_size])
             model.eval()
@@ -266,20 +273,35 @@ class _Run:
             warnings.warn(f"epoch {epoch + 1}: forecasts collapsed on {val['collapsed_days']} validation days")
         self.say(f"  epoch {epoch + 1:>3}/{self.epochs}  loss {record['loss']:.4f} "
                  f"(regression {record['share_regression']:.0%}, rank {record['share_rank']:.0%}, "
-                 f"gate {record['share_gate']:.0%})  val sharpe {val['sharpe']:+.3f}  ic {val['ic_mean']:+.4f}",
+                 f"gate {record['share_gate']:.0%})  val sharpe {val['sharpe']:+.3f}  ic {val['ic_mean']:+.4f}"
+                 + (f"  with earlier periods {record['select_sharpe']:+.3f}" if self.reference else ""),
                  flush=True)
         return record
 
+    def selection_score(self, record: dict) -> float:
+        """What chooses the epoch: the validation Sharpe, or its mean with each reference curve's
+        Sharpe at the same epoch (a curve that stopped earlier counts with its last epoch)."""
+        if not np.isfinite(record["val_sharpe"]):
+            return -math.inf
+        at = record["epoch"] - 1
+        scores = [record["val_sharpe"]] + [curve[min(at, len(curve) - 1)] for curve in self.reference]
+        scores = [v for v in scores if np.isfinite(v)]
+        return float(np.mean(scores))
+
     def save(self, progress: _Progress, record: dict) -> None:
         """Account for the epoch just validated: `best` when it is the best so far, `last` always."""
-        score = record["val_sharpe"] if np.isfinite(record["val_sharpe"]) else -math.inf
+        score = self.selection_score(record)
+        val = record["val_sharpe"] if np.isfinite(record["val_sharpe"]) else -math.inf
+        scores = {"val_sharpe": val}
+        if self.reference:
+            scores["select_sharpe"] = score
         epoch = record["epoch"]
         progress.epoch = epoch
         if score > progress.best:
             progress.best, progress.best_epoch, progress.stale = score, epoch, 0
             if self.ctx.main:
                 checkpoint.save(self.out / "best", {"model": self.model.state_dict(), "epoch": epoch},
-                                {**self.run_meta, "epoch": epoch, "val_sharpe": score})
+                                {**self.run_meta, "epoch": epoch, **scores})
         else:
             progress.stale += 1
         if self.ctx.main:
@@ -288,13 +310,17 @@ class _Run:
                                                 "scaler": self.scaler.state_dict(),
                                                 "generator": self.generator.get_state(),
                                                 "rng": torch.get_rng_state(), "progress": progress.to_dict()},
-                            {**self.run_meta, "epoch": epoch, "val_sharpe": score})
+                            {**self.run_meta, "epoch": epoch, **scores})
         if progress.stale >= self.cfg.patience:
             self.say(f"  early stop: no validation gain for {self.cfg.patience} epochs", flush=True)
 
-    def finish(self, progress: _Progress, keep: str) -> dict:
-        """Load the kept checkpoint (`best` or `last`), check it did not collapse; the summary."""
+    def finish(self, progress: _Progress, keep: str | None) -> dict:
+        """Load the kept checkpoint (`best` or `last`), check it did not collapse; the summary.
+        With `keep=None` (a run kept only for its validation curve) the model stays as it ends."""
         model, ctx, history = self.model, self.ctx, progress.history
+        if keep is None:
+            return {"best_epoch": progress.best_epoch, "epochs_run": len(history), "val": {}, "history": history,
+                    "collapsed_epochs": sum(1 for r in history if r["val_collapsed_days"])}
         if progress.best_epoch < 0 and ctx.main:
             checkpoint.save(self.out / "best", {"model": model.state_dict(), "epoch": len(history)},
                             {**self.run_meta, "epoch": len(history), "val_sharpe": None})
@@ -312,8 +338,8 @@ class _Run:
 
 def fit(model: SpreadTransformer, data: HeadData, cfg: TrainConfig, out: Path, meta: dict,
         live=None, epochs: int | None = None, lr: float | None = None,
-        on_epoch=None, groups: dict[str, torch.Tensor] | None = None, keep: str = "best",
-        ctx: Context = SINGLE) -> dict:
+        on_epoch=None, groups: dict[str, torch.Tensor] | None = None, keep: str | None = "best",
+        ctx: Context = SINGLE, reference: list[list[float]] | None = None) -> dict:
     """Train `model`, writing `best`/`last` checkpoints into `out`; returns the summary.
 
     If `out` holds a `last` checkpoint of the same run (config, data, epochs and learning
@@ -321,13 +347,19 @@ def fit(model: SpreadTransformer, data: HeadData, cfg: TrainConfig, out: Path, m
     result equals that of an uninterrupted run. `on_epoch(epoch, model)` runs before each epoch
     (fine-tuning freezes and unfreezes there); `groups` maps a name to a boolean mask over the
     targets, and each group's regression loss is reported per epoch. `keep="last"` ends on the
-    last epoch's weights instead of the best validation epoch's (a refit has no held-out days).
+    last epoch's weights instead of the best validation epoch's (a refit has no held-out days);
+    `keep=None` keeps neither (a run wanted only for its per-epoch validation Sharpe).
+
+    `reference` holds per-epoch validation Sharpe curves of the same configuration trained on
+    earlier periods (walk-forward folds, `fold_curves`): the best epoch and early stopping then
+    follow the mean of this run's validation Sharpe and theirs at each epoch, so the number of
+    epochs rests on several periods rather than on the validation days alone.
 
     Under several processes (`ctx`), each takes its share of every batch and
     DistributedDataParallel averages the gradients; only rank 0 prints and writes.
     """
     run = _Run(model, data, cfg, out, meta, cfg.epochs if epochs is None else epochs,
-               cfg.lr if lr is None else lr, groups, ctx)
+               cfg.lr if lr is None else lr, groups, ctx, reference)
     progress = run.start(live)
     net, trainable = model, None
     for epoch in range(progress.epoch, run.epochs):
