@@ -35,6 +35,17 @@ def model_config(cfg: config.TrainConfig, n_features: int, n_targets: int, histo
                        skip_decays=tuple(cfg.skip_decays))
 
 
+def new_model(cfg: config.TrainConfig, data, n_features: int, n_targets: int, history: int,
+              device: torch.device) -> SpreadTransformer:
+    """A head's model from the seed, on `device`; with `linear_start_alpha` its linear path
+    starts at its ridge fit on `data`'s training rows."""
+    torch.manual_seed(cfg.seed)
+    model = SpreadTransformer(model_config(cfg, n_features, n_targets, history))
+    if cfg.linear_start_alpha > 0:
+        linear.ridge_start(model, data.windows, data.train_rows, cfg.linear_start_alpha)
+    return model.to(device)
+
+
 def main() -> None:
     p = cli.parser(__doc__)
     p.add_argument("--lag", type=int, required=True)
@@ -58,12 +69,8 @@ def train(args, cfg: config.TrainConfig, ctx: distributed.Context, device: torch
     if cols.size == 0:
         raise config.ConfigError(f"--lag {args.lag}: no targets of this lag in {args.tensors}")
     data = head_data(tensors, args.lag, tensors.model_inputs)
-    torch.manual_seed(cfg.seed)
-    mcfg = model_config(cfg, len(tensors.model_inputs), int(cols.size), tensors.history)
-    model = SpreadTransformer(mcfg)
-    if cfg.linear_start_alpha > 0:             # the linear path starts at its ridge fit
-        linear.ridge_start(model, data.windows, data.train_rows, cfg.linear_start_alpha)
-    model.to(device)
+    model = new_model(cfg, data, len(tensors.model_inputs), int(cols.size), tensors.history, device)
+    mcfg = model.cfg
     n_params = sum(p.numel() for p in model.parameters())
     if ctx.main:
         print(f"train lag {args.lag}: {data.train_rows.size} train / {data.val_rows.size} val days, "
@@ -110,11 +117,7 @@ def fold_curves(args, cfg: config.TrainConfig, tensors, meta: dict, work: Path, 
         fit_rows, test_rows = splits[k]
         inputs = tensors.fold_inputs[k]
         data = dataclasses.replace(head_data(tensors, args.lag, inputs), train_rows=fit_rows, val_rows=test_rows)
-        torch.manual_seed(cfg.seed)
-        model = SpreadTransformer(model_config(cfg, len(inputs), int(cols.size), tensors.history))
-        if cfg.linear_start_alpha > 0:
-            linear.ridge_start(model, data.windows, data.train_rows, cfg.linear_start_alpha)
-        model.to(device)
+        model = new_model(cfg, data, len(inputs), int(cols.size), tensors.history, device)
         data.windows, _ = place_windows(data.windows, device, cfg.windows_on_device)
         if ctx.main:
             print(f"train lag {args.lag}: walk-forward fold {k + 1} of {args.n_folds} for the number of epochs: "

@@ -160,6 +160,17 @@ def make_project(root: Path, **overrides: dict) -> Path:
     return root
 
 
+def tensors_project(tiny_project: Path, root: Path, **train) -> tuple[Path, dict]:
+    """A project at `root` holding only the tiny project's exported tensors, and its params
+    with `train` settings updated: for running one training stage on its own."""
+    (root / "artifacts").mkdir(parents=True)
+    shutil.copytree(tiny_project / "artifacts" / "tensors", root / "artifacts" / "tensors")
+    params = yaml.safe_load((tiny_project / "params.yaml").read_text())
+    params["train"].update(train)
+    (root / "params.yaml").write_text(yaml.safe_dump(params))
+    return root, params
+
+
 @pytest.fixture(scope="session")
 def tiny_project(tmp_path_factory) -> Path:
     """A copy of the project with a tiny params.yaml, after a real `dvc repro` that was killed

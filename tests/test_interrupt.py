@@ -9,16 +9,13 @@ from __future__ import annotations
 import json
 import os
 import random
-import shutil
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-import yaml
-
-from conftest import KILL_SEED, KILLS, ROOT
+from conftest import KILL_SEED, KILLS, ROOT, tensors_project
 
 SEED = KILL_SEED
 
@@ -48,12 +45,7 @@ def run_train(project: Path, work: str) -> subprocess.Popen:
 
 
 def test_training_killed_mid_epoch_resumes_to_the_same_metrics(tiny_project, tmp_path):
-    project = tmp_path / "train"
-    (project / "artifacts").mkdir(parents=True)
-    shutil.copytree(tiny_project / "artifacts" / "tensors", project / "artifacts" / "tensors")
-    params = yaml.safe_load((tiny_project / "params.yaml").read_text())
-    params["train"].update(epochs=6, patience=6, batch_size=8)
-    (project / "params.yaml").write_text(yaml.safe_dump(params))
+    project, _ = tensors_project(tiny_project, tmp_path / "train", epochs=6, patience=6, batch_size=8)
 
     reference = run_train(project, "reference")
     assert reference.wait() == 0, reference.communicate()[0]

@@ -172,20 +172,14 @@ def test_train_stage_chooses_epochs_with_a_walk_forward_fold(tiny_project, tmp_p
     the one with the best mean of that curve and the validation Sharpe. More folds than
     `walkforward.folds` is refused, naming the key."""
     import json
-    import shutil
     import subprocess
     import sys
 
     import yaml
 
-    from conftest import ROOT
+    from conftest import ROOT, tensors_project
 
-    project = tmp_path / "p"
-    (project / "artifacts").mkdir(parents=True)
-    shutil.copytree(tiny_project / "artifacts" / "tensors", project / "artifacts" / "tensors")
-    params = yaml.safe_load((tiny_project / "params.yaml").read_text())
-    params["train"].update(epochs=4, patience=4, epoch_folds=1)
-    (project / "params.yaml").write_text(yaml.safe_dump(params))
+    project, params = tensors_project(tiny_project, tmp_path / "p", epochs=4, patience=4, epoch_folds=1)
     argv = [sys.executable, str(ROOT / "stages" / "train.py"), "--lag", "1", "--tensors", "artifacts/tensors",
             "--out", "artifacts/train", "--metrics", "artifacts/train.json", "--work", "artifacts/.work/train"]
     done = subprocess.run(argv, cwd=project, capture_output=True, text=True)
