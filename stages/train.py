@@ -58,11 +58,10 @@ def main() -> None:
     n_folds = config.load("walkforward", args.params).folds
     if cfg.epoch_folds > n_folds:
         raise config.ConfigError(f"train.epoch_folds: {cfg.epoch_folds} is more than walkforward.folds ({n_folds})")
-    args.n_folds = n_folds
-    distributed.run(cfg.processes, lambda ctx, device: train(args, cfg, ctx, device))
+    distributed.run(cfg.processes, lambda ctx, device: train(args, cfg, n_folds, ctx, device))
 
 
-def train(args, cfg: config.TrainConfig, ctx: distributed.Context, device: torch.device) -> None:
+def train(args, cfg: config.TrainConfig, n_folds: int, ctx: distributed.Context, device: torch.device) -> None:
 
     tensors = windows.load(args.tensors)
     cols = tensors.head(args.lag)
@@ -86,7 +85,7 @@ def train(args, cfg: config.TrainConfig, ctx: distributed.Context, device: torch
             "targets": [tensors.target_names[j] for j in cols],
             "params_hash": config.params_hash(cfg), "data_fingerprint": data_fingerprint(Path(args.tensors))}
     work = Path(args.work)
-    earlier = fold_curves(args, cfg, tensors, meta, work, ctx, device)
+    earlier = fold_curves(args.lag, cfg, n_folds, tensors, meta, work, ctx, device)
     reference = [entry["curve"] for entry in earlier]
     if not ctx.main:                           # other ranks train; rank 0 alone writes
         fit(model, data, cfg, work, meta, ctx=ctx, reference=reference)
@@ -103,24 +102,23 @@ def train(args, cfg: config.TrainConfig, ctx: distributed.Context, device: torch
                               **{f"val_{k}": v for k, v in summary["val"].items()}})
 
 
-def fold_curves(args, cfg: config.TrainConfig, tensors, meta: dict, work: Path, ctx: distributed.Context,
-                device: torch.device) -> list[dict]:
+def fold_curves(lag: int, cfg: config.TrainConfig, n_folds: int, tensors, meta: dict, work: Path,
+                ctx: distributed.Context, device: torch.device) -> list[dict]:
     """Each of the last `cfg.epoch_folds` walk-forward folds: the head's configuration trained on
     the fold's fitting days (its own screen's inputs, the same seed) and its validation Sharpe on
     the fold after every epoch."""
     if cfg.epoch_folds == 0:
         return []
-    cols = tensors.head(args.lag)
+    cols = tensors.head(lag)
     out = []
-    splits = folds(tensors.splits.train, args.n_folds, embargo_of(tensors.target_lags))
-    for k in range(args.n_folds - cfg.epoch_folds, args.n_folds):
+    splits = folds(tensors.splits.train, n_folds, embargo_of(tensors.target_lags))
+    for k in range(n_folds - cfg.epoch_folds, n_folds):
         fit_rows, test_rows = splits[k]
         inputs = tensors.fold_inputs[k]
-        data = dataclasses.replace(head_data(tensors, args.lag, inputs), train_rows=fit_rows, val_rows=test_rows)
+        data = dataclasses.replace(head_data(tensors, lag, inputs), train_rows=fit_rows, val_rows=test_rows)
         model = new_model(cfg, data, len(inputs), int(cols.size), tensors.history, device)
-        data.windows, _ = place_windows(data.windows, device, cfg.windows_on_device)
-        if ctx.main:
-            print(f"train lag {args.lag}: walk-forward fold {k + 1} of {args.n_folds} for the number of epochs: "
+        if ctx.main:      # (`fit` places the windows on the device)
+            print(f"train lag {lag}: walk-forward fold {k + 1} of {n_folds} for the number of epochs: "
                   f"{fit_rows.size} fitting days, scored on {test_rows.size} days from date "
                   f"{int(tensors.date_ids[test_rows[0]])}", flush=True)
         summary = fit(model, data, cfg, work / f"fold{k + 1}", {**meta, "features": inputs, "fold": k + 1},

@@ -290,11 +290,9 @@ class _Run:
 
     def save(self, progress: _Progress, record: dict) -> None:
         """Account for the epoch just validated: `best` when it is the best so far, `last` always."""
-        score = self.selection_score(record)
         val = record["val_sharpe"] if np.isfinite(record["val_sharpe"]) else -math.inf
-        scores = {"val_sharpe": val}
-        if self.reference:
-            scores["select_sharpe"] = score
+        score = record["select_sharpe"] if self.reference else val      # (`validate` computed it)
+        scores = {"val_sharpe": val, **({"select_sharpe": score} if self.reference else {})}
         epoch = record["epoch"]
         progress.epoch = epoch
         if score > progress.best:
