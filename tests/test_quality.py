@@ -53,3 +53,21 @@ def test_every_market_is_a_valid_configuration():
         data = config.build(config.DataConfig, params["data"], "data")
         if name != "real_dev":
             assert data.lags == synthetic.lags, name
+
+
+_lab_spec = importlib.util.spec_from_file_location("component_lab", ROOT / "bench" / "component_lab.py")
+component_lab = importlib.util.module_from_spec(_lab_spec)
+_lab_spec.loader.exec_module(component_lab)
+
+
+def test_component_lab_rebuilds_the_served_blend_and_scores_variants(tiny_project):
+    project = component_lab.Project(tiny_project)
+    base = project.score()
+    assert abs(base["model"] - project.reported) < 1e-3        # the evidence is the blend stage's own
+    refit = project.refit()
+    assert refit["ridge"] != base["ridge"] and np.isfinite(refit["model"])   # more days, another fit
+    assert project.online(every=10_000)["ridge"] != base["ridge"]
+    families = project.families()
+    assert families["families"] and set(families["families"]) <= {
+        name.rsplit("__", 1)[-1] for name in project.tensors.feature_names}
+    assert np.isfinite(project.rank_target()["model"])

@@ -1,0 +1,226 @@
+"""What the served blend would score on the holdout with other versions of its ridge and
+own-series components, measured on the projects `bench/quality.py --work DIR` keeps, without
+rerunning a stage.
+
+usage: python bench/component_lab.py --work DIR [--markets default,levels,...]
+                                     [--variants base,refit,...] [--every 10]
+                                     [--out bench/results/component_lab.json]
+
+For each finished market project under DIR it rebuilds what the `blend` stage fits the weights
+on (every walk-forward fold's forecasts of the ridge, the own-series fit and the prior, and the
+validation days' forecasts of all four components) and the holdout's components as `evaluate`
+computes them, and checks that the blend fit on them scores the project's reported holdout
+Sharpe. Each variant then replaces the ridge's or the own-series fit's forecasts (on the evidence
+where the variant changes them, and on the holdout), the weights are fit again, and the holdout
+is scored. The transformer and the prior are those of the project throughout.
+
+Variants:
+- `base`: the components as the pipeline fits them (the check).
+- `refit`: the ridge and the own-series fit refit on the training and validation days before the
+  holdout, with the penalties the folds chose (what a refit at the end of validation would give).
+- `online`: both refit every `--every` holdout days on every label row published by then, as the
+  prior keeps learning while serving.
+- `families`: the ridge reads only the feature families (a name's part after the last `__`:
+  `ret5`, `level`, `z60`, ...) that a greedy walk-forward search adds while the folds' mean
+  Sharpe rises by more than 0.01; penalty and half-life chosen with them.
+- `rank_target`: the ridge fit to the labels' daily centred ranks (the own-series fit's target)
+  instead of the standardised labels; penalty and half-life chosen again on the folds.
+
+The sums are over the markets other than `null`, where there is nothing to gain.
+"""
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(0, str(ROOT / "stages"))
+
+from blend import fold_forecasts  # noqa: E402  (stages/blend.py: the stage's own evidence)
+
+from spreadcast.evaluation import blend, metric, own  # noqa: E402
+from spreadcast.evaluation.walkforward import (  # noqa: E402
+    RidgeChoice, _RidgePath, embargo_of, fit_ridge, folds, recency_weights, select_ridge)
+from spreadcast.features import windows  # noqa: E402
+from spreadcast.serve.predictor import load_heads, predict_rows  # noqa: E402
+
+VARIANTS = ("base", "refit", "online", "families", "rank_target")
+GREEDY_GAIN = 0.01          # a family joins the ridge's inputs only if the folds' mean rises by more
+
+
+class Project:
+    """One finished quality project: its tensors, the blend stage's choices, and the components."""
+
+    def __init__(self, root: Path):
+        params = yaml.safe_load((root / "params.yaml").read_text())
+        art = root / "artifacts"
+        self.tensors = t = windows.load(art / "tensors")
+        self.choice = json.loads((art / "blend" / "blend.json").read_text())
+        self.cfg, self.n_folds = params["blend"], params["walkforward"]["folds"]
+        self.reported = json.loads((art / "metrics" / "evaluate.json").read_text())["model_sharpe"]
+        self.every, self.y = t.features.numpy().astype(np.float64), t.labels.numpy().astype(np.float64)
+        self.x, self.z = self.every[:, t.model_columns], own.tensor_inputs(t)
+        self.fold_columns = t.fold_columns(self.n_folds)
+        self.delay = embargo_of(t.target_lags)
+        self.prior = blend.prior_series(t.raw_labels, self.delay)
+        self.ridge = RidgeChoice(self.choice["ridge"]["alpha"], self.choice["ridge"]["halflife"], [])
+        self.own_alpha = self.choice["own"]["alpha"]
+        heads = load_heads(art / "finetune", params["data"]["lags"])
+        splits = t.splits
+        self.evidence = fold_forecasts(t, self.every, self.y, self.z, self.prior, self.fold_columns, self.ridge,
+                                       self.own_alpha, self.n_folds, self.delay)
+        self.val = self._components(splits.val, splits.train, predict_rows(heads, t, splits.val))
+        self.holdout = self._components(splits.holdout, splits.train, predict_rows(heads, t, splits.holdout))
+
+    def _components(self, rows, fit_rows, transformer) -> dict:
+        w, b = fit_ridge(self.x, self.y, self.ridge.alpha, fit_rows, self.ridge.halflife)
+        coef = own.fit(self.z[fit_rows], self.tensors.raw_labels[fit_rows], self.tensors.target_lags, self.own_alpha)
+        return {"transformer": transformer, "ridge": self.x[rows] @ w + b, "prior": self.prior[rows],
+                "own": own.predict(self.z[rows], coef)}
+
+    def score(self, evidence_ridge=None, holdout: dict | None = None) -> dict:
+        """Holdout Sharpe of the blend (weights fit on the evidence, its ridge replaced by
+        `evidence_ridge` where given) and of each component, with `holdout` replacing components."""
+        parts = [comps for _, _, comps in self.evidence] + [self.val]
+        if evidence_ridge is not None:
+            parts = [{**comps, "ridge": r} for comps, r in zip(parts, evidence_ridge)]
+        rows = [r for _, r, _ in self.evidence] + [self.tensors.splits.val]
+        if self.cfg["fit_on"] != "walk_forward":          # `blend.fit_on: validation`
+            parts, rows = parts[-1:], rows[-1:]
+        raw, lags = self.tensors.raw_labels, self.tensors.target_lags
+        fitted = blend.fit({n: np.vstack([p[n] for p in parts]) for n in blend.COMPONENTS},
+                           np.vstack([raw[r] for r in rows]), lags, self.cfg["max_weight"])
+        served = {**self.holdout, **(holdout or {})}
+        truth = raw[self.tensors.splits.holdout]
+        out = {"model": metric.summary(truth, fitted.combine(served, lags))["sharpe"]}
+        out.update({n: metric.summary(truth, served[n])["sharpe"] for n in ("ridge", "own")})
+        return {k: round(float(v), 4) for k, v in out.items()}
+
+    # -- variants --------------------------------------------------------------------------------
+    def refit(self) -> dict:
+        splits = self.tensors.splits
+        fit_rows = np.concatenate([splits.train, splits.val])
+        comps = self._components(splits.holdout, fit_rows, self.holdout["transformer"])
+        return self.score(holdout={"ridge": comps["ridge"], "own": comps["own"]})
+
+    def online(self, every: int) -> dict:
+        t, hold = self.tensors, self.tensors.splits.holdout
+        labelled = np.flatnonzero(np.isfinite(t.raw_labels).any(axis=1))
+        ridge, mine = np.zeros_like(self.holdout["ridge"]), np.zeros_like(self.holdout["own"])
+        for start in range(0, hold.size, every):
+            block = slice(start, start + every)
+            fit_rows = labelled[labelled <= hold[start] - self.delay]     # published by the block's first day
+            comps = self._components(hold[block], fit_rows, None)
+            ridge[block], mine[block] = comps["ridge"], comps["own"]
+        return self.score(holdout={"ridge": ridge, "own": mine})
+
+    def _ridge_variant(self, y: np.ndarray, keep) -> dict:
+        """The ridge fit to `y` on the columns `keep(columns)` retains, its penalty and half-life
+        chosen on the folds; its forecasts replace the ridge's on the evidence and the holdout."""
+        t = self.tensors
+        fold_columns = [keep(c) for c in self.fold_columns]
+        choice = select_ridge(self.every, y, t.raw_labels, t.splits.train, self.cfg["ridge_alphas"],
+                              self.cfg["ridge_halflives"], self.n_folds, self.delay, fold_columns)
+        evidence = []
+        for k, (fit_rows, test_rows) in enumerate(folds(t.splits.train, self.n_folds, self.delay)):
+            xk = self.every[:, fold_columns[k]]
+            w, b = fit_ridge(xk, y, choice.alpha, fit_rows, choice.halflife)
+            evidence.append(xk[test_rows] @ w + b)
+        x = self.every[:, keep(t.model_columns)]
+        w, b = fit_ridge(x, y, choice.alpha, t.splits.train, choice.halflife)
+        evidence.append(x[t.splits.val] @ w + b)
+        return self.score(evidence, {"ridge": x[t.splits.holdout] @ w + b})
+
+    def rank_target(self) -> dict:
+        return self._ridge_variant(blend.centred_ranks(self.tensors.raw_labels), lambda cols: cols)
+
+    def families(self) -> dict:
+        chosen = greedy_families(self)
+        result = self._ridge_variant(self.y, lambda cols: cols[np.isin(self._family(cols), list(chosen))])
+        return {**result, "families": sorted(chosen)}
+
+    def _family(self, cols: np.ndarray) -> np.ndarray:
+        return np.array([self.tensors.feature_names[c].rsplit("__", 1)[-1] for c in cols])
+
+
+def greedy_families(p: Project) -> set[str]:
+    """Feature families added one at a time, each the one whose ridge (best penalty and
+    half-life) has the highest mean Sharpe over the folds, while that mean rises by more than
+    GREEDY_GAIN."""
+    t = p.tensors
+    splits = folds(t.splits.train, p.n_folds, p.delay)
+    names = {f for cols in p.fold_columns for f in p._family(cols)}
+
+    def fold_mean(chosen: set[str]) -> float:
+        table = collections.defaultdict(list)
+        for k, (fit_rows, test_rows) in enumerate(splits):
+            cols = p.fold_columns[k][np.isin(p._family(p.fold_columns[k]), list(chosen))]
+            if not cols.size:
+                return -np.inf
+            xk = p.every[:, cols]
+            for h in p.cfg["ridge_halflives"]:
+                path = _RidgePath(xk[fit_rows], p.y[fit_rows], recency_weights(fit_rows, h))
+                for a in p.cfg["ridge_alphas"]:
+                    w, b = path.fit(a)
+                    table[(a, h)].append(metric.summary(t.raw_labels[test_rows], xk[test_rows] @ w + b)["sharpe"])
+        return max(float(np.mean(v)) for v in table.values())
+
+    chosen, best = set(), -np.inf
+    while names - chosen:
+        score, family = max((fold_mean(chosen | {f}), f) for f in sorted(names - chosen))
+        if score <= best + GREEDY_GAIN:
+            break
+        chosen, best = chosen | {family}, score
+    return chosen
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--work", required=True, help="the --work folder of bench/quality.py (finished projects)")
+    p.add_argument("--markets", default=None, help="comma-separated (default: every project in --work)")
+    p.add_argument("--variants", default=",".join(VARIANTS))
+    p.add_argument("--every", type=int, default=10, help="holdout days between the online variant's refits")
+    p.add_argument("--out", default=str(ROOT / "bench" / "results" / "component_lab.json"))
+    args = p.parse_args()
+    work = Path(args.work)
+    markets = args.markets.split(",") if args.markets else sorted(
+        d.name for d in work.iterdir() if (d / "artifacts" / "metrics" / "evaluate.json").is_file())
+    variants = args.variants.split(",")
+    unknown = sorted(set(variants) - set(VARIANTS))
+    if unknown:
+        raise SystemExit(f"component_lab: unknown variant {unknown[0]!r}; choose from {', '.join(VARIANTS)}")
+    start, table = time.perf_counter(), {}
+    for market in markets:
+        root = work / market
+        if not (root / "artifacts" / "metrics" / "evaluate.json").is_file():
+            raise SystemExit(f"component_lab: {root}: no finished project (run bench/quality.py --work {work})")
+        project = Project(root)
+        base = project.score()
+        if abs(base["model"] - project.reported) > 1e-3:
+            raise SystemExit(f"component_lab: {market}: rebuilt blend scores {base['model']:.4f}, the project "
+                             f"reported {project.reported:.4f}; is the project stale?")
+        row = {}
+        for name in variants:
+            row[name] = (base if name == "base" else project.online(args.every) if name == "online"
+                         else getattr(project, name)())
+        table[market] = row
+        print(f"{market:10s} " + "  ".join(f"{v} {r['model']:+.3f} (ridge {r['ridge']:+.3f}, own {r['own']:+.3f})"
+                                          for v, r in row.items()), flush=True)
+    sums = {v: round(sum(table[m][v]["model"] for m in table if m != "null"), 3) for v in variants}
+    print("sum of the model over the markets but null: " + "  ".join(f"{v} {s:+.3f}" for v, s in sums.items()))
+    result = {"markets": table, "sums": sums, "every": args.every, "wall_s": round(time.perf_counter() - start)}
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    print(f"-> {args.out}")
+
+
+if __name__ == "__main__":
+    main()
