@@ -7,7 +7,9 @@ usage: python bench/serve.py [--artifacts artifacts] [--runs 3] [--sizes default
 Each run is a fresh process replaying the embedded market's 134 test days through the
 competition's `predict()` (`spreadcast.serve.replay`), so cold start and peak RSS are those of a
 new serving process. Cold start is the time to construct the server (read the artifacts, load
-and freeze the heads, warm the running state), measured after the imports.
+and freeze the heads, warm the running state), measured after the imports. After each run the
+machine's fp32 matrix-product rate is measured too (`gemm_gmacs`): the full size's latency
+follows it, and on a shared machine it moves from hour to hour.
 
 - `default`: the trained artifacts of `--artifacts` (run `make repro` first), as submitted.
 - `full`: every engineered feature (no prescreening), history 192, d_model 192, 8 heads,
@@ -57,7 +59,26 @@ def replay(artifacts: Path, dataset: Path) -> dict:
         result = json.loads(stats.read_text())
     result["process_wall_s"] = round(time.perf_counter() - start, 2)
     result["peak_rss_mib"] = round(usage.ru_maxrss / 1024, 1)
+    result["gemm_gmacs"] = gemm_rate()
     return result
+
+
+def gemm_rate(seconds: float = 1.0) -> float:
+    """The machine's fp32 matrix-product rate right now, in G multiply-adds a second: the
+    full-size blocks' largest product (4 heads, 192 x 192 by 192 x 576), median of repeated
+    timings. The full size's latency follows it (the blocks run at about this rate), and on a
+    shared machine it moves by a fifth from hour to hour, so each run records it."""
+    import torch
+
+    a, w = torch.randn(4, 192, 192), torch.randn(4, 192, 576)
+    for _ in range(10):
+        torch.bmm(a, w)
+    times, end = [], time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        t0 = time.perf_counter()
+        torch.bmm(a, w)
+        times.append(time.perf_counter() - t0)
+    return round(a.numel() * w.shape[-1] / statistics.median(times) / 1e9, 1)
 
 
 def full_size_artifacts(folder: Path) -> Path:
@@ -97,7 +118,7 @@ def full_size_artifacts(folder: Path) -> Path:
 
 
 def summarise(runs: list[dict]) -> dict:
-    keys = ("cold_start_s", "latency_median_ms", "latency_p99_ms", "peak_rss_mib", "process_wall_s")
+    keys = ("cold_start_s", "latency_median_ms", "latency_p99_ms", "peak_rss_mib", "process_wall_s", "gemm_gmacs")
     out = {"days": runs[0]["days"], "fallbacks": max(r["fallbacks"] for r in runs), "runs": len(runs)}
     out.update({k: round(statistics.median(r[k] for r in runs), 3) for k in keys})
     out["per_run"] = [{k: r[k] for k in keys} for r in runs]
@@ -129,7 +150,7 @@ def main() -> None:
                 r = runs[-1]
                 print(f"{size:8} run {i + 1}: cold {r['cold_start_s']:.2f} s  median {r['latency_median_ms']:.2f} ms  "
                       f"p99 {r['latency_p99_ms']:.2f} ms  peak RSS {r['peak_rss_mib']:.0f} MiB  "
-                      f"fallbacks {r['fallbacks']}", flush=True)
+                      f"fallbacks {r['fallbacks']}  GEMM {r['gemm_gmacs']:.1f} GMAC/s", flush=True)
             sizes[size] = {**summarise(runs), "targets": len(meta["targets"]), "features": len(meta["model_inputs"]),
                            "history": meta["history"]}
     head = sizes.get("default") or next(iter(sizes.values()))
