@@ -31,7 +31,6 @@ The sums are over the markets other than `null`, where there is nothing to gain.
 from __future__ import annotations
 
 import argparse
-import collections
 import json
 import sys
 import time
@@ -48,7 +47,7 @@ from blend import fold_forecasts  # noqa: E402  (stages/blend.py: the stage's ow
 
 from spreadcast.evaluation import blend, metric, own  # noqa: E402
 from spreadcast.evaluation.walkforward import (  # noqa: E402
-    RidgeChoice, _RidgePath, embargo_of, fit_ridge, folds, recency_weights, select_ridge)
+    RidgeChoice, embargo_of, fit_ridge, folds, select_ridge)
 from spreadcast.features import windows  # noqa: E402
 from spreadcast.serve.predictor import load_heads, predict_rows  # noqa: E402
 
@@ -156,22 +155,15 @@ def greedy_families(p: Project) -> set[str]:
     half-life) has the highest mean Sharpe over the folds, while that mean rises by more than
     GREEDY_GAIN."""
     t = p.tensors
-    splits = folds(t.splits.train, p.n_folds, p.delay)
     names = {f for cols in p.fold_columns for f in p._family(cols)}
 
     def fold_mean(chosen: set[str]) -> float:
-        table = collections.defaultdict(list)
-        for k, (fit_rows, test_rows) in enumerate(splits):
-            cols = p.fold_columns[k][np.isin(p._family(p.fold_columns[k]), list(chosen))]
-            if not cols.size:
-                return -np.inf
-            xk = p.every[:, cols]
-            for h in p.cfg["ridge_halflives"]:
-                path = _RidgePath(xk[fit_rows], p.y[fit_rows], recency_weights(fit_rows, h))
-                for a in p.cfg["ridge_alphas"]:
-                    w, b = path.fit(a)
-                    table[(a, h)].append(metric.summary(t.raw_labels[test_rows], xk[test_rows] @ w + b)["sharpe"])
-        return max(float(np.mean(v)) for v in table.values())
+        columns = [cols[np.isin(p._family(cols), list(chosen))] for cols in p.fold_columns]
+        if not all(cols.size for cols in columns):
+            return -np.inf
+        choice = select_ridge(p.every, p.y, t.raw_labels, t.splits.train, p.cfg["ridge_alphas"],
+                              p.cfg["ridge_halflives"], p.n_folds, p.delay, columns)
+        return max(entry["mean_sharpe"] for entry in choice.scores)
 
     chosen, best = set(), -np.inf
     while names - chosen:
