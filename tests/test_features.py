@@ -211,3 +211,17 @@ def test_prescreen_groups_a_columns_features():
     plain, _ = prescreen(feats, names, y, PrescreenConfig(top_k=2, group_by_column=False))
     assert grouped == ["A__ret5", "A__ret1"]
     assert plain == ["A__ret5", "B__ret5"]
+
+
+def test_a_label_blind_screen_keeps_as_many_whatever_the_labels():
+    rng = np.random.default_rng(5)
+    n, columns = 300, 40
+    x = rng.standard_normal((n, 3 * columns))
+    names = [f"C{c}__{k}" for c in range(columns) for k in ("ret1", "ret5", "z20")]
+    y = x[:, :2] + 0.1 * rng.standard_normal((n, 2))        # column C0 carries the signal
+    cfg = PrescreenConfig(top_k=9, rank_by="random")
+    blind, report = prescreen(x, names, y, cfg)
+    assert len(blind) == 9 and len({f.split("__")[0] for f in blind}) == 3     # three whole columns
+    assert prescreen(x, names, rng.permutation(y), cfg)[0] == blind           # the labels play no part
+    assert prescreen(x, names, y, PrescreenConfig(top_k=9))[0][0].startswith("C0__")
+    assert {r["feature"] for r in report if r["kept"]} == set(blind)

@@ -207,6 +207,7 @@ class PrescreenConfig:
     top_k: int = 256
     min_abs_ic: float = 0.0
     group_by_column: bool = True
+    rank_by: Literal["ic", "random"] = "ic"    # random: a label-blind control, same count kept
 
     def validate(self, s: str) -> None:
         _require(0.0 <= self.max_missing <= 1.0, f"{s}.max_missing", "must be in [0, 1]")

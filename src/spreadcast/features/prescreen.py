@@ -3,7 +3,9 @@
 Drops columns missing beyond a threshold, constant or near-constant columns, and
 near-duplicates (|Spearman| above a bound with a better-scoring kept column); ranks the rest by
 their rank IC with the targets (root mean square over targets), optionally grouped by source
-column, and keeps by threshold and top-k. Every column gets a line in the report: kept with its score, or dropped with a reason.
+column, and keeps by threshold and top-k. `rank_by: random` keeps as many in a seeded,
+label-blind order instead: the control that shows what the IC ranking is worth. Every column
+gets a line in the report: kept with its score, or dropped with a reason.
 """
 from __future__ import annotations
 
@@ -29,6 +31,14 @@ def _centred_ranks(values: np.ndarray) -> np.ndarray:
 def rank_ic(features: np.ndarray, labels: np.ndarray) -> np.ndarray:
     """Spearman IC of each feature with each target over the rows given (features x targets)."""
     return _centred_ranks(features).T @ _centred_ranks(labels)
+
+
+def _label_blind(keys: list[str]) -> np.ndarray:
+    """A rank score per column that ignores the labels: each distinct key (a source column, or a
+    feature) at a seeded random place, the same for every fold and market with those names."""
+    distinct = sorted(set(keys))
+    place = dict(zip(distinct, np.random.default_rng(0).permutation(len(distinct)) / max(len(distinct), 1)))
+    return np.array([place[k] for k in keys])
 
 
 def prescreen(features: np.ndarray, names: list[str], labels: np.ndarray, cfg: PrescreenConfig):
@@ -59,8 +69,12 @@ def prescreen(features: np.ndarray, names: list[str], labels: np.ndarray, cfg: P
     for j in np.flatnonzero(alive):
         best[family[j]] = max(best.get(family[j], 0.0), score[j])
     rank_score = np.array([best.get(family[j], 0.0) for j in range(n)]) if cfg.group_by_column else score
+    if cfg.rank_by == "ic":
+        order_score, within = rank_score, score
+    else:                     # neither the order of columns nor that of a column's features reads a label
+        order_score, within = _label_blind(family if cfg.group_by_column else names), np.zeros(n)
     order = sorted(np.flatnonzero(alive),
-                   key=lambda j: (-round(rank_score[j], 12), family[j], -round(score[j], 12), names[j]))
+                   key=lambda j: (-round(order_score[j], 12), family[j], -round(within[j], 12), names[j]))
     kept: list[int] = []
     ranks = _centred_ranks(features[:, order]) if order else None
     kept_pos: list[int] = []
