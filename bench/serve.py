@@ -67,7 +67,7 @@ def gemm_rate(seconds: float = 1.0) -> float:
     """The machine's fp32 matrix-product rate right now, in G multiply-adds a second: the
     full-size blocks' largest product (4 heads, 192 x 192 by 192 x 576), median of repeated
     timings. The full size's latency follows it (the blocks run at about this rate), and on a
-    shared machine it moves by a fifth from hour to hour, so each run records it."""
+    shared machine it moves by a quarter from hour to hour, so each run records it."""
     import torch
 
     a, w = torch.randn(4, 192, 192), torch.randn(4, 192, 576)

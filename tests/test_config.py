@@ -43,6 +43,8 @@ def test_out_of_range_and_choices(tmp_path):
         config.load("data", write(tmp_path, "data:\n  lags: [1, 5]\n"))
     with pytest.raises(ConfigError, match=r"windows\.embargo: must be at least max lag \+ 1"):
         config.load("windows", write(tmp_path, "windows:\n  embargo: 2\n"))
+    with pytest.raises(ConfigError, match=r"prescreen\.min_abs_ic: must be 0 with rank_by: random"):
+        config.load("prescreen", write(tmp_path, "prescreen:\n  rank_by: random\n  min_abs_ic: 0.01\n"))
 
 
 def test_int_accepted_for_float(tmp_path):

@@ -215,6 +215,8 @@ class PrescreenConfig:
         _require(0.0 < self.max_abs_corr <= 1.0, f"{s}.max_abs_corr", "must be in (0, 1]")
         _require(self.top_k >= 1, f"{s}.top_k", "must be at least 1")
         _require(self.min_abs_ic >= 0.0, f"{s}.min_abs_ic", "must be >= 0")
+        _require(self.rank_by == "ic" or self.min_abs_ic == 0.0, f"{s}.min_abs_ic",
+                 "must be 0 with rank_by: random (a threshold on the IC reads the labels)")
 
 
 @dataclass
