@@ -47,7 +47,7 @@ from blend import fold_forecasts  # noqa: E402  (stages/blend.py: the stage's ow
 
 from spreadcast.evaluation import blend, metric, own  # noqa: E402
 from spreadcast.evaluation.walkforward import (  # noqa: E402
-    RidgeChoice, embargo_of, fit_ridge, folds, select_ridge)
+    RidgeChoice, embargo_of, fit_ridge, select_ridge)
 from spreadcast.features import windows  # noqa: E402
 from spreadcast.serve.predictor import load_heads, predict_rows  # noqa: E402
 
@@ -128,11 +128,8 @@ class Project:
         fold_columns = [keep(c) for c in self.fold_columns]
         choice = select_ridge(self.every, y, t.raw_labels, t.splits.train, self.cfg["ridge_alphas"],
                               self.cfg["ridge_halflives"], self.n_folds, self.delay, fold_columns)
-        evidence = []
-        for k, (fit_rows, test_rows) in enumerate(folds(t.splits.train, self.n_folds, self.delay)):
-            xk = self.every[:, fold_columns[k]]
-            w, b = fit_ridge(xk, y, choice.alpha, fit_rows, choice.halflife)
-            evidence.append(xk[test_rows] @ w + b)
+        evidence = [comps["ridge"] for _, _, comps in fold_forecasts(
+            t, self.every, y, self.z, self.prior, fold_columns, choice, self.own_alpha, self.n_folds, self.delay)]
         x = self.every[:, keep(t.model_columns)]
         w, b = fit_ridge(x, y, choice.alpha, t.splits.train, choice.halflife)
         evidence.append(x[t.splits.val] @ w + b)
