@@ -81,6 +81,22 @@ def gemm_rate(seconds: float = 1.0) -> float:
     return round(a.numel() * w.shape[-1] / statistics.median(times) / 1e9, 1)
 
 
+def machine() -> dict:
+    """What the timings ran on: the core count and, where /proc/cpuinfo says, the processor's
+    model and family (the same code runs about twice as fast on one generation as on another)."""
+    out = {"cpus": os.cpu_count()}
+    try:
+        info = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        return out
+    fields = dict(line.split(":", 1) for line in info if ":" in line)
+    fields = {k.strip(): v.strip() for k, v in fields.items()}
+    for key, name in (("model name", "cpu"), ("cpu family", "cpu_family"), ("model", "cpu_model")):
+        if key in fields:
+            out[name] = fields[key]
+    return out
+
+
 def full_size_artifacts(folder: Path) -> Path:
     """Data stages at full size into `folder`, and initialised full-size heads for every lag."""
     import torch
@@ -137,7 +153,7 @@ def main() -> None:
         for size in args.sizes:
             if size == "default":
                 artifacts = Path(args.artifacts)
-                if not (artifacts / "finetune").is_dir():
+                if not all((artifacts / part).exists() for part in ("finetune", "blend", "tensors/meta.json")):
                     raise SystemExit(f"{artifacts}: no trained artifacts; run `make repro` first")
             else:
                 print("full size: data stages and initialised heads ...", flush=True)
@@ -155,7 +171,7 @@ def main() -> None:
                            "history": meta["history"]}
     head = sizes.get("default") or next(iter(sizes.values()))
     result = {k: head[k] for k in ("days", "cold_start_s", "latency_median_ms", "latency_p99_ms", "fallbacks")}
-    result.update({"machine": {"cpus": os.cpu_count()}, "sizes": sizes})
+    result.update({"machine": machine(), "sizes": sizes})
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
     print(f"-> {args.out}")
