@@ -25,6 +25,13 @@ Variants:
   Sharpe rises by more than 0.01; penalty and half-life chosen with them.
 - `rank_target`: the ridge fit to the labels' daily centred ranks (the own-series fit's target)
   instead of the standardised labels; penalty and half-life chosen again on the folds.
+- `sharpe`: the same four components, weighted to maximise the Sharpe ratio of the blend's daily
+  covariance with the label ranks over the evidence (`sharpe_weights`) instead of the squared
+  error of the ranks.
+- `stack`: beside the four components, one ridge per feature family (each fold's screened
+  inputs of that family, penalty chosen on the folds), all weighted together by the bounded least
+  squares of the ranks per lag: the families' evidence decides their weights, as the other
+  components'.
 
 The sums are over the markets other than `null`, where there is nothing to gain.
 """
@@ -51,7 +58,7 @@ from spreadcast.evaluation.walkforward import (  # noqa: E402
 from spreadcast.features import windows  # noqa: E402
 from spreadcast.serve.predictor import load_heads, predict_rows  # noqa: E402
 
-VARIANTS = ("base", "refit", "online", "families", "rank_target")
+VARIANTS = ("base", "refit", "online", "families", "rank_target", "sharpe", "stack")
 GREEDY_GAIN = 0.01          # a family joins the ridge's inputs only if the folds' mean rises by more
 
 
@@ -85,18 +92,21 @@ class Project:
         return {"transformer": transformer, "ridge": self.x[rows] @ w + b, "prior": self.prior[rows],
                 "own": own.predict(self.z[rows], coef)}
 
-    def score(self, evidence_ridge=None, holdout: dict | None = None) -> dict:
-        """Holdout Sharpe of the blend (weights fit on the evidence, its ridge replaced by
-        `evidence_ridge` where given) and of each component, with `holdout` replacing components."""
+    def score(self, evidence_ridge=None, holdout: dict | None = None, fit=blend.fit, extra=None) -> dict:
+        """Holdout Sharpe of the blend (weights fit on the evidence by `fit`, its ridge replaced
+        by `evidence_ridge` where given) and of each component, with `holdout` replacing or adding
+        components. `extra` adds components to each part of the evidence (folds, then validation)."""
         parts = [comps for _, _, comps in self.evidence] + [self.val]
         if evidence_ridge is not None:
             parts = [{**comps, "ridge": r} for comps, r in zip(parts, evidence_ridge)]
+        if extra is not None:
+            parts = [{**comps, **more} for comps, more in zip(parts, extra)]
         rows = [r for _, r, _ in self.evidence] + [self.tensors.splits.val]
         if self.cfg["fit_on"] != "walk_forward":          # `blend.fit_on: validation`
             parts, rows = parts[-1:], rows[-1:]
         raw, lags = self.tensors.raw_labels, self.tensors.target_lags
-        fitted = blend.fit({n: np.vstack([p[n] for p in parts]) for n in blend.COMPONENTS},
-                           np.vstack([raw[r] for r in rows]), lags, self.cfg["max_weight"])
+        fitted = fit({n: np.vstack([p[n] for p in parts]) for n in parts[0]},
+                     np.vstack([raw[r] for r in rows]), lags, self.cfg["max_weight"])
         served = {**self.holdout, **(holdout or {})}
         truth = raw[self.tensors.splits.holdout]
         out = {"model": metric.summary(truth, fitted.combine(served, lags))["sharpe"]}
@@ -138,6 +148,31 @@ class Project:
     def rank_target(self) -> dict:
         return self._ridge_variant(blend.centred_ranks(self.tensors.raw_labels), lambda cols: cols)
 
+    def sharpe(self) -> dict:
+        return self.score(fit=sharpe_weights)
+
+    def stack(self) -> dict:
+        """One ridge per feature family as extra components (see the module)."""
+        t = self.tensors
+        families = sorted({f for cols in self.fold_columns for f in self._family(cols)}
+                          & set(self._family(t.model_columns)))
+        extra, holdout = [{} for _ in range(len(self.evidence) + 1)], {}
+        for family in families:
+            keep = lambda cols: cols[self._family(cols) == family]                 # noqa: E731
+            columns = [keep(c) for c in self.fold_columns]
+            if not all(c.size for c in columns):
+                continue
+            choice = select_ridge(self.every, self.y, t.raw_labels, t.splits.train, self.cfg["ridge_alphas"],
+                                  self.cfg["ridge_halflives"], self.n_folds, self.delay, columns)
+            evidence = fold_forecasts(t, self.every, self.y, self.z, self.prior, columns, choice,
+                                      self.own_alpha, self.n_folds, self.delay)
+            for part, (_, _, comps) in zip(extra, evidence):
+                part[family] = comps["ridge"]
+            x = self.every[:, keep(t.model_columns)]
+            w, b = fit_ridge(x, self.y, choice.alpha, t.splits.train, choice.halflife)
+            extra[-1][family], holdout[family] = x[t.splits.val] @ w + b, x[t.splits.holdout] @ w + b
+        return {**self.score(holdout=holdout, fit=Stack.fit, extra=extra), "families": len(holdout)}
+
     def families(self) -> dict:
         chosen = greedy_families(self)
         result = self._ridge_variant(self.y, lambda cols: cols[np.isin(self._family(cols), list(chosen))])
@@ -145,6 +180,65 @@ class Project:
 
     def _family(self, cols: np.ndarray) -> np.ndarray:
         return np.array([self.tensors.feature_names[c].rsplit("__", 1)[-1] for c in cols])
+
+
+def sharpe_weights(components: dict, labels: np.ndarray, lags: np.ndarray, max_weight: float) -> blend.Blend:
+    """Weights per lag (>= 0, the largest `max_weight`) that maximise the Sharpe ratio of the
+    blend's daily covariance with the label ranks, r[d] = sum_(c, l) w[c, l] s[d, c, l], where
+    s[d, c, l] is the mean over the day's labelled targets of lag l of the standardised
+    component c times the centred label rank. The direction of w >= 0 with the highest mean / std
+    of r is that of the non-negative least squares of a column of ones on s (a constant regressed
+    on returns, Britten-Jones 1999, on the cone w >= 0)."""
+    from scipy.optimize import nnls
+
+    y = blend.centred_ranks(labels)
+    days = np.isfinite(y).sum(axis=1) > 1
+    y, count = np.nan_to_num(y[days]), np.isfinite(labels[days]).sum(axis=1)
+    values = sorted({int(k) for k in lags})
+    scores = np.stack([np.stack([(blend.standardise(components[name])[days] * y)[:, lags == lag].sum(axis=1) / count
+                                 for lag in values], axis=1) for name in blend.COMPONENTS], axis=1)
+    coef, _ = nnls(scores.reshape(scores.shape[0], -1), np.ones(scores.shape[0]))
+    w = coef.reshape(len(blend.COMPONENTS), len(values))
+    w = w * (max_weight / w.max()) if w.max() > 0 else w
+    weights = {}
+    for j, lag in enumerate(values):
+        v = w[:, j].copy()
+        if not v.any():
+            v[blend.COMPONENTS.index("prior")] = 1e-3 * max_weight
+        weights[lag] = [float(x) for x in v]
+    return blend.Blend(weights=weights, max_weight=max_weight)
+
+
+class Stack:
+    """Any set of components, each standardised daily across all targets, weighted per lag by
+    the least squares of the centred label ranks under 0 <= w <= max_weight (as `blend.fit`,
+    solved by `scipy.optimize.lsq_linear` for more than four components)."""
+
+    def __init__(self, names: list[str], weights: dict[int, np.ndarray]):
+        self.names, self.weights = names, weights
+
+    @classmethod
+    def fit(cls, components: dict, labels: np.ndarray, lags: np.ndarray, max_weight: float) -> "Stack":
+        from scipy.optimize import lsq_linear
+
+        y, names = blend.centred_ranks(labels), list(components)
+        scaled = [blend.standardise(components[n]) for n in names]
+        weights = {}
+        for lag in sorted({int(k) for k in lags}):
+            target = y[:, lags == lag].ravel()
+            keep = np.isfinite(target)
+            x = np.stack([c[:, lags == lag].ravel() for c in scaled], axis=1)[keep]
+            weights[lag] = lsq_linear(x, target[keep], bounds=(0.0, max_weight)).x
+        return cls(names, weights)
+
+    def combine(self, components: dict, lags: np.ndarray) -> np.ndarray:
+        out = 0.0
+        for i, name in enumerate(self.names):
+            per_target = np.zeros(len(lags))
+            for lag, w in self.weights.items():
+                per_target[lags == lag] = w[i]
+            out = out + per_target * blend.standardise(components[name])
+        return out
 
 
 def greedy_families(p: Project) -> set[str]:

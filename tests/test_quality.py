@@ -2,6 +2,7 @@
 import importlib.util
 
 import numpy as np
+import pytest
 
 from conftest import ROOT
 
@@ -71,3 +72,36 @@ def test_component_lab_rebuilds_the_served_blend_and_scores_variants(tiny_projec
     assert families["families"] and set(families["families"]) <= {
         name.rsplit("__", 1)[-1] for name in project.tensors.feature_names}
     assert np.isfinite(project.rank_target()["model"])
+    assert np.isfinite(project.sharpe()["model"])
+    stack = project.stack()
+    assert stack["families"] >= 1 and np.isfinite(stack["model"])
+
+
+def test_sharpe_weights_have_the_best_sharpe_of_any_non_negative_weights():
+    """The non-negative least squares of ones on the daily scores is the max-Sharpe direction:
+    no other non-negative weights give the daily covariances a higher mean / std."""
+    rng = np.random.default_rng(0)
+    days, targets = 300, 40
+    lags = np.repeat([1, 2], targets // 2)
+    steady = rng.normal(size=targets)                                # a ranking that holds every day
+    labels = 0.2 * steady + rng.normal(size=(days, targets))
+    components = {"transformer": labels + 3 * rng.normal(size=labels.shape),   # stronger, noisier
+                  "ridge": rng.normal(size=labels.shape),
+                  "prior": np.tile(steady, (days, 1)) + 0.1 * rng.normal(size=labels.shape),
+                  "own": rng.normal(size=labels.shape)}
+    fitted = component_lab.sharpe_weights(components, labels, lags, 0.3)
+    assert max(max(w) for w in fitted.weights.values()) == pytest.approx(0.3)
+    y = component_lab.blend.centred_ranks(labels)
+
+    def sharpe(per_target):
+        daily = (component_lab.blend.standardise(np.stack([components[n] for n in component_lab.blend.COMPONENTS]))
+                 * per_target[:, None, :]).sum(axis=0) * y
+        daily = daily.mean(axis=1)
+        return daily.mean() / daily.std()
+
+    best = sharpe(fitted.per_target(lags))
+    for _ in range(300):
+        other = component_lab.blend.Blend({lag: list(rng.uniform(0, 0.3, 4) * rng.integers(0, 2, 4))
+                                           for lag in (1, 2)}, 0.3)
+        if other.per_target(lags).any():
+            assert sharpe(other.per_target(lags)) <= best + 1e-9
