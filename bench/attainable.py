@@ -1,0 +1,135 @@
+"""How much of each synthetic market's ceiling a forecaster that knows the market's structure
+reaches with the training days the pipeline has: the bound behind the quality table's shares.
+
+usage: python bench/attainable.py --work DIR [--markets default,levels,...]
+                                  [--out bench/results/attainable.json]
+
+On the projects `bench/quality.py --work DIR` keeps, for every synthetic market with a ceiling,
+it rebuilds the market (`synthetic.generate` with the project's params) and the state variables
+its common mechanisms read: for lead-lag, each leader's exponentially weighted log return at the
+market's signal persistence (the latent signal up to scale); for levels, the published RATE
+columns. A ridge per target on those variables alone (with an intercept: each target's mean,
+the drift mechanism's forecast) is fit on the project's training days, and on the
+training days after the regime day where the market has one, and scored on the project's
+holdout days beside the ceiling and the served model. Each fit is scored twice: on the state
+variables alone (the fit's forecast less each target's training mean, so only what moves with
+the state ranks the targets) and with the targets' means (the whole fit).
+
+It is a bound on the estimation, not on the search: the pipeline must also find those few
+columns among all the others, which this ridge is told. Mean reversion's state is each asset's
+own deviation from its trailing mean, which the own-series component reads already; it is left
+out here, so on a market with reversion the bound covers the other mechanisms only.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+
+from spreadcast import config  # noqa: E402
+from spreadcast.data import synthetic  # noqa: E402
+from spreadcast.data.layout import DATE, SCORED  # noqa: E402
+from spreadcast.evaluation import metric  # noqa: E402
+from spreadcast.evaluation.walkforward import fit_ridge  # noqa: E402
+from spreadcast.features import windows  # noqa: E402
+
+ALPHAS = (0.1, 1.0, 10.0)      # ridge penalties (times the rows); the best on the holdout is reported
+
+
+def state_variables(cfg, market: synthetic.Market) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """Names, values (dates x variables) and date ids of the common state the mechanisms read."""
+    frame = (pl.concat([market.train, market.test.drop(SCORED)]).unique(DATE, keep="first").sort(DATE))
+    names, columns = [], []
+    if cfg.signal_strength > 0:
+        for leader in market.leaders:
+            step = np.nan_to_num(np.diff(np.log(frame[leader].to_numpy()), prepend=np.nan))
+            signal = np.zeros_like(step)
+            for t in range(1, step.size):
+                signal[t] = cfg.signal_persistence * signal[t - 1] + step[t]
+            names.append(f"{leader} (weighted returns, decay {cfg.signal_persistence:g})")
+            columns.append(signal)
+    if cfg.level_strength > 0:
+        for k in range(cfg.n_levels):
+            names.append(f"RATE_{k + 1}")
+            columns.append(frame[f"RATE_{k + 1}"].to_numpy())
+    values = np.stack(columns, axis=1) if columns else np.zeros((frame.height, 0))
+    return names, values, frame[DATE].to_numpy()
+
+
+def attainable(root: Path) -> dict | None:
+    """The row of one project, or None where the market has no ceiling (real prices, none set)."""
+    params = root / "params.yaml"
+    metrics = json.loads((root / "artifacts" / "metrics" / "evaluate.json").read_text())
+    if not metrics.get("ceiling_sharpe"):
+        return None
+    cfg = config.load("synthetic", str(params))
+    names, values, dates = state_variables(cfg, synthetic.generate(cfg))
+    t = windows.load(root / "artifacts" / "tensors")
+    where = {int(d): i for i, d in enumerate(dates)}
+    x = values[[where[int(d)] for d in t.date_ids]]
+    train, holdout = t.splits.train, t.splits.holdout
+    x = (x - x[train].mean(axis=0)) / np.where(x[train].std(axis=0) > 0, x[train].std(axis=0), 1.0)
+    y = t.labels.numpy().astype(np.float64)
+    truth = t.raw_labels[holdout]
+    fits = {"all training days": train}
+    if cfg.regime_day > 0 and (t.date_ids[train] >= cfg.regime_day).sum() > 20:
+        fits["training days after the regime day"] = train[t.date_ids[train] >= cfg.regime_day]
+    row = {"state_variables": names, "ceiling": round(metrics["ceiling_sharpe"], 4),
+           "model": round(metrics["model_sharpe"], 4)}
+    for name, rows in fits.items():
+        means = np.nan_to_num(y[rows]).mean(axis=0)        # the fit's intercept for centred state variables
+        for part, less in (("state", means), ("state_and_means", 0.0)):
+            if part == "state" and not names:
+                continue
+            scores = {}
+            for alpha in ALPHAS:
+                w, b = fit_ridge(x, y, alpha, rows, 0.0)
+                scores[alpha] = metric.summary(truth, x[holdout] @ w + b - less)["sharpe"]
+            best = max(scores, key=scores.get)
+            row[f"{part}, {name}"] = {"sharpe": round(scores[best], 4), "alpha": best, "days": int(rows.size),
+                                      "share_of_ceiling": round(scores[best] / metrics["ceiling_sharpe"], 3)}
+    row["model_share_of_ceiling"] = round(metrics["model_sharpe"] / metrics["ceiling_sharpe"], 3)
+    return row
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--work", required=True, help="the --work folder of bench/quality.py (finished projects)")
+    p.add_argument("--markets", default=None, help="comma-separated (default: every project in --work)")
+    p.add_argument("--out", default=str(ROOT / "bench" / "results" / "attainable.json"))
+    args = p.parse_args()
+    work = Path(args.work)
+    markets = args.markets.split(",") if args.markets else sorted(
+        d.name for d in work.iterdir() if (d / "artifacts" / "metrics" / "evaluate.json").is_file())
+    start, table = time.perf_counter(), {}
+    for market in markets:
+        root = work / market
+        if not (root / "artifacts" / "metrics" / "evaluate.json").is_file():
+            raise SystemExit(f"attainable: {root}: no finished project (run bench/quality.py --work {work})")
+        row = attainable(root)
+        if row is None:
+            print(f"{market:10s} no ceiling (real prices, or no mechanism): skipped", flush=True)
+            continue
+        table[market] = row
+        print(f"{market:10s} ceiling {row['ceiling']:+.3f}  model {row['model']:+.3f} "
+              f"({row['model_share_of_ceiling']:.0%}); ridge on the {len(row['state_variables'])} state variables:",
+              flush=True)
+        for k, v in row.items():
+            if isinstance(v, dict):
+                print(f"{'':12s}{k:56s} {v['sharpe']:+.3f} ({v['share_of_ceiling']:.0%})", flush=True)
+    result = {"markets": table, "alphas": list(ALPHAS), "wall_s": round(time.perf_counter() - start)}
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    print(f"-> {args.out}")
+
+
+if __name__ == "__main__":
+    main()
