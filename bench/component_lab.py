@@ -54,7 +54,7 @@ from blend import fold_forecasts  # noqa: E402  (stages/blend.py: the stage's ow
 
 from spreadcast.evaluation import blend, metric, own  # noqa: E402
 from spreadcast.evaluation.walkforward import (  # noqa: E402
-    RidgeChoice, embargo_of, fit_ridge, select_ridge)
+    RidgeChoice, embargo_of, fit_ridge, leading_columns, select_ridge)
 from spreadcast.features import windows  # noqa: E402
 from spreadcast.serve.predictor import load_heads, predict_rows  # noqa: E402
 
@@ -73,8 +73,11 @@ class Project:
         self.cfg, self.n_folds = params["blend"], params["walkforward"]["folds"]
         self.reported = json.loads((art / "metrics" / "evaluate.json").read_text())["model_sharpe"]
         self.every, self.y = t.features.numpy().astype(np.float64), t.labels.numpy().astype(np.float64)
-        self.x, self.z = self.every[:, t.model_columns], own.tensor_inputs(t)
-        self.fold_columns = t.fold_columns(self.n_folds)
+        self.columns = self.choice["ridge"]["columns"]          # the source columns the folds chose
+        self.model_columns = t.columns_of(self.choice["ridge_inputs"])     # the ridge's inputs
+        self.x = self.every[:, self.model_columns]
+        self.z = own.tensor_inputs(t)
+        self.fold_columns = [leading_columns(c, t.feature_names, self.columns) for c in t.fold_columns(self.n_folds)]
         self.delay = embargo_of(t.target_lags)
         self.prior = blend.prior_series(t.raw_labels, self.delay)
         self.ridge = RidgeChoice(self.choice["ridge"]["alpha"], self.choice["ridge"]["halflife"], [])
@@ -140,7 +143,7 @@ class Project:
                               self.cfg["ridge_halflives"], self.n_folds, self.delay, fold_columns)
         evidence = [comps["ridge"] for _, _, comps in fold_forecasts(
             t, self.every, y, self.z, self.prior, fold_columns, choice, self.own_alpha, self.n_folds, self.delay)]
-        x = self.every[:, keep(t.model_columns)]
+        x = self.every[:, keep(self.model_columns)]
         w, b = fit_ridge(x, y, choice.alpha, t.splits.train, choice.halflife)
         evidence.append(x[t.splits.val] @ w + b)
         return self.score(evidence, {"ridge": x[t.splits.holdout] @ w + b})
@@ -155,7 +158,7 @@ class Project:
         """One ridge per feature family as extra components (see the module)."""
         t = self.tensors
         families = sorted({f for cols in self.fold_columns for f in self._family(cols)}
-                          & set(self._family(t.model_columns)))
+                          & set(self._family(self.model_columns)))
         extra, holdout = [{} for _ in range(len(self.evidence) + 1)], {}
         for family in families:
             keep = lambda cols: cols[self._family(cols) == family]                 # noqa: E731
@@ -168,7 +171,7 @@ class Project:
                                       self.own_alpha, self.n_folds, self.delay)
             for part, (_, _, comps) in zip(extra, evidence):
                 part[family] = comps["ridge"]
-            x = self.every[:, keep(t.model_columns)]
+            x = self.every[:, keep(self.model_columns)]
             w, b = fit_ridge(x, self.y, choice.alpha, t.splits.train, choice.halflife)
             extra[-1][family], holdout[family] = x[t.splits.val] @ w + b, x[t.splits.holdout] @ w + b
         return {**self.score(holdout=holdout, fit=Stack.fit, extra=extra), "families": len(holdout)}

@@ -14,7 +14,7 @@ oracle (`ceiling`, null on real data and on the null market), and a 90% circular
 bootstrap over holdout days of the model's Sharpe minus the better baseline's.
 Writes `bench/results/quality.json`:
 `{"markets": {NAME: {"days", "model", "ridge", "const_rank", "ceiling", "model_minus_best_ci90"}},
-"wall_s", "components": {NAME: {"transformer", "prior", "own"}}}` (the blend's own components beside
+"wall_s", "components": {NAME: {"transformer", "blend_ridge", "prior", "own"}}}` (the blend's own components beside
 the table) and prints the table.
 """
 from __future__ import annotations
@@ -141,7 +141,8 @@ def summarise(root: Path, draws: int) -> dict:
 def components(root: Path) -> dict:
     """The holdout Sharpe of the served blend's own components (beside the table)."""
     metrics = json.loads((root / "artifacts/metrics/evaluate.json").read_text())
-    return {k: round(metrics[f"{k}_sharpe"], 4) for k in ("transformer", "prior", "own") if f"{k}_sharpe" in metrics}
+    return {k: round(metrics[f"{k}_sharpe"], 4) for k in ("transformer", "blend_ridge", "prior", "own")
+            if f"{k}_sharpe" in metrics}
 
 
 def table(markets: dict) -> str:

@@ -2,7 +2,8 @@
 component, per lag (see `spreadcast.evaluation.blend`), and the ridges, own-series fits and prior
 it serves with.
 
-The ridge's penalty and recency half-life, and the own-series fit's penalty, are chosen by
+The ridge's inputs (the first `blend.ridge_columns` source columns in the screen's order, 0: every
+model input), penalty and recency half-life, and the own-series fit's penalty, are chosen by
 walk-forward folds over the training days (`spreadcast.evaluation.walkforward`; each fold's
 ridge reads the inputs the prescreen chose on that fold's fitting days). The blend's weights are
 fit on the folds' forecasts and the validation days' (`blend.fit_on`). Writes `blend.json`
@@ -10,7 +11,8 @@ fit on the folds' forecasts and the validation days' (`blend.fit_on`). Writes `b
 per lag; each candidate's fold scores; the inputs the ridge and the own-series fit read), the
 ridge and own-series fits on training rows (`ridge_train_*`, `own_train_coef`, for the holdout
 evaluation) and on every published label (`ridge_all_*`, `own_all_coef`, for the submission and
-serving), and the prior's sums over the label rows complete by the last training day
+serving), the ridge baseline on every model input (`ridge_baseline_*`, training rows, its penalty
+and half-life chosen on the same folds: what `evaluate` compares with), and the prior's sums over the label rows complete by the last training day
 (`prior_*`), which serving keeps updating.
 
 usage: python stages/blend.py --data artifacts/data --tensors artifacts/tensors --models artifacts/finetune --out artifacts/blend
@@ -22,7 +24,7 @@ import numpy as np
 from spreadcast import cli, config
 from spreadcast.evaluation import blend, metric, own
 from spreadcast.evaluation.baseline import predict_ridge
-from spreadcast.evaluation.walkforward import embargo_of, fit_ridge, folds, select_ridge
+from spreadcast.evaluation.walkforward import embargo_of, fit_ridge, folds, leading_columns, select_ridge
 from spreadcast.features import windows
 from spreadcast.io import atomic_dir, read_json, save_arrays, write_json
 from spreadcast.serve.predictor import load_heads, predict_rows
@@ -42,15 +44,26 @@ def main() -> None:
     tensors = windows.load(args.tensors)
     splits = tensors.splits
     delay = embargo_of(tensors.target_lags)
-    every, y = tensors.features.numpy(), tensors.labels.numpy()
-    x, fold_columns = every[:, tensors.model_columns], tensors.fold_columns(n_folds)
-    choice = select_ridge(every, y, tensors.raw_labels, splits.train, cfg.ridge_alphas, cfg.ridge_halflives,
-                          n_folds, delay, fold_columns)
+    every, y, names = tensors.features.numpy(), tensors.labels.numpy(), tensors.feature_names
+    fold_columns = tensors.fold_columns(n_folds)
+    options = {count: select_ridge(every, y, tensors.raw_labels, splits.train, cfg.ridge_alphas, cfg.ridge_halflives,
+                                   n_folds, delay, [leading_columns(c, names, count) for c in fold_columns])
+               for count in sorted(set(cfg.ridge_columns) | {0})}
+    # the count with the best mean over the folds; a tie goes to every input, then to more columns
+    count = max(cfg.ridge_columns, key=lambda c: (options[c].mean_sharpe, c == 0, c))
+    choice, baseline = options[count], options[0]
     print(f"blend: ridge chosen on {n_folds} walk-forward folds of the training days (each on its own "
-          f"screen's inputs): alpha {choice.alpha:g}, half-life {choice.halflife:g} days (0 = equal weights)")
+          f"screen's inputs): the first {count or 'all'} source columns, alpha {choice.alpha:g}, half-life "
+          f"{choice.halflife:g} days (0 = equal weights); fold means by count: "
+          + ", ".join(f"{c or 'all'} {options[c].mean_sharpe:+.3f}" for c in cfg.ridge_columns))
+    fold_columns = [leading_columns(c, names, count) for c in fold_columns]
+    inputs = leading_columns(tensors.model_columns, names, count)
+    x = every[:, inputs]
     w_train, b_train = fit_ridge(x, y, choice.alpha, splits.train, choice.halflife)
     published = np.flatnonzero(np.isfinite(tensors.raw_labels).any(axis=1))
     w_all, b_all = fit_ridge(x, y, choice.alpha, published, choice.halflife)
+    # the baseline a user computes in a minute: the ridge on every model input
+    w_base, b_base = fit_ridge(every[:, tensors.model_columns], y, baseline.alpha, splits.train, baseline.halflife)
 
     z = own.tensor_inputs(tensors)
     own_choice = own.select(z, tensors.raw_labels, tensors.target_lags, splits.train, cfg.own_alphas, n_folds, delay)
@@ -83,6 +96,7 @@ def main() -> None:
     with atomic_dir(args.out) as tmp:
         save_arrays(tmp, ridge_train_weights=w_train, ridge_train_intercept=b_train,
                     ridge_all_weights=w_all, ridge_all_intercept=b_all,
+                    ridge_baseline_weights=w_base, ridge_baseline_intercept=b_base,
                     own_train_coef=own_train, own_all_coef=own_all,
                     prior_sum=np.nansum(ranks, axis=0), prior_count=np.isfinite(ranks).sum(axis=0).astype(np.float64))
         write_json(tmp / "blend.json", {
@@ -90,7 +104,11 @@ def main() -> None:
             "target_lags": tensors.target_lags.tolist(),
             "prior": {"upto": int(upto_date), "delay": delay},
             "fit_on": cfg.fit_on, "fit_days": fit_days,
-            "ridge": choice.to_dict(), "ridge_inputs": tensors.model_inputs,
+            "ridge": {**choice.to_dict(), "columns": count,
+                      "by_columns": [{"columns": c, "alpha": options[c].alpha, "halflife": options[c].halflife,
+                                      "mean_sharpe": options[c].mean_sharpe} for c in cfg.ridge_columns]},
+            "ridge_inputs": [names[j] for j in inputs],
+            "ridge_baseline": baseline.to_dict(),
             "own": {**own_choice.to_dict(), "features": tensors.own},
             "fit_sharpe": sharpe, "walk_forward": report})
     weights = "  ".join(f"lag {k}: " + " ".join(f"{n} {w:.3f}" for n, w in zip(blend.COMPONENTS, v))

@@ -4,8 +4,9 @@ and, on a synthetic market, the oracle's ceiling.
 
 `model` is what is submitted and served: the blend of the transformer, the ridge, the updating
 prior and the own-series fit (`blend` stage), with the ridge and the own-series fit on training
-rows. Each component is scored beside it (`transformer`, `prior`, `own`; the ridge baseline is
-the ridge component).
+rows. Each component is scored beside it (`transformer`, `blend_ridge`, `prior`, `own`). The
+ridge baseline (`ridge`) reads every model input; the blend's ridge reads the source columns the
+walk-forward folds chose, which may be all of them.
 
 The validation days are scored the same way (`val_*` metrics): they chose epochs and pruning
 and, with the walk-forward folds of the training days, the blend's weights, so the holdout,
@@ -68,16 +69,21 @@ def main() -> None:
     x = tensors.features.numpy()[:, tensors.model_columns]
     z = own.tensor_inputs(tensors)
     own_coef = load_array(Path(args.blend) / "own_train_coef.npy")
-    # the blend's ridge component, fit on training rows (penalty chosen by walk-forward folds)
-    weights, intercept = (load_array(Path(args.blend) / f"ridge_train_{part}.npy") for part in ("weights", "intercept"))
-    predictions["ridge"] = predict_ridge(weights, intercept, x[rows])      # standardised, like the model
+    # the ridge baseline on every model input, and the blend's ridge on the inputs the folds chose,
+    # both fit on training rows
+    fitted = read_json(Path(args.blend) / "blend.json")
+    ridges = {"ridge": (x, *(load_array(Path(args.blend) / f"ridge_baseline_{part}.npy") for part in ("weights", "intercept"))),
+              "blend_ridge": (tensors.features.numpy()[:, tensors.columns_of(fitted["ridge_inputs"])],
+                              *(load_array(Path(args.blend) / f"ridge_train_{part}.npy") for part in ("weights", "intercept")))}
+    for name, (inputs, weights, intercept) in ridges.items():
+        predictions[name] = predict_ridge(weights, intercept, inputs[rows])      # standardised, like the model
     constant = const_rank(tensors.raw_labels[tensors.splits.train])
     predictions["const_rank"] = np.tile(constant, (rows.size, 1))
     predictions["prior"] = prior[rows]
     predictions["own"] = own.predict(z[rows], own_coef)
     val_rows = tensors.splits.val
     val_predictions = {**dict(zip(("model", "transformer"), served(val_rows))),
-                       "ridge": predict_ridge(weights, intercept, x[val_rows]),
+                       **{name: predict_ridge(w, b, inputs[val_rows]) for name, (inputs, w, b) in ridges.items()},
                        "const_rank": np.tile(constant, (val_rows.size, 1)),
                        "prior": prior[val_rows],
                        "own": own.predict(z[val_rows], own_coef)}
@@ -101,7 +107,6 @@ def main() -> None:
     if "ceiling" not in metrics:          # real data: the chart's ceiling series is empty
         daily = daily.with_columns(pl.lit(None, dtype=pl.Float64).alias("ceiling_ic"),
                                    pl.lit(None, dtype=pl.Float64).alias("ceiling_ic_rolling"))
-    fitted = read_json(Path(args.blend) / "blend.json")
     with atomic_dir(args.out) as tmp:
         write_json(tmp / "report.json", {**metrics, "gates": gate_stats, "validation": val_metrics,
                                          "ridge_walk_forward": fitted.get("ridge"),

@@ -152,3 +152,12 @@ def test_walk_forward_evidence_comes_before_the_days_it_judges(tiny_project):
     assert set(entries[0]["per_lag"]) == {str(lag) for lag in fitted["target_lags"]}
     report = json.loads((project / "artifacts/evaluate/report.json").read_text())
     assert report["walk_forward"] == entries
+    # the ridge reads the first source columns of the screen, as many as the folds chose
+    ridge, counts = fitted["ridge"], yaml.safe_load((project / "params.yaml").read_text())["blend"]["ridge_columns"]
+    assert ridge["columns"] in counts and [c["columns"] for c in ridge["by_columns"]] == counts
+    best = max(ridge["by_columns"], key=lambda c: c["mean_sharpe"])["mean_sharpe"]
+    assert next(c for c in ridge["by_columns"] if c["columns"] == ridge["columns"])["mean_sharpe"] == best
+    model_inputs = registry["model_inputs"]
+    sources = list(dict.fromkeys(n.split("__")[0] for n in model_inputs))
+    kept = sources if ridge["columns"] == 0 else sources[:ridge["columns"]]
+    assert fitted["ridge_inputs"] == [n for n in model_inputs if n.split("__")[0] in kept]

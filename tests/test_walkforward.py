@@ -6,7 +6,7 @@ from spreadcast.config import PrescreenConfig
 from spreadcast.errors import SplitError
 from spreadcast.features.prescreen import prescreen
 from spreadcast.evaluation.baseline import fit_ridge as plain_ridge
-from spreadcast.evaluation.walkforward import fit_ridge, folds, recency_weights, select_ridge
+from spreadcast.evaluation.walkforward import fit_ridge, folds, leading_columns, recency_weights, select_ridge
 
 
 def test_folds_expand_forward_with_an_embargo():
@@ -85,3 +85,41 @@ def test_a_fold_is_judged_on_inputs_screened_without_its_days():
     clean = select_ridge(x, y, y, rows, [0.01], [0.0], n_folds=3, embargo=5, fold_columns=per_fold)
     assert biased.scores[0]["mean_sharpe"] > 0.2
     assert abs(clean.scores[0]["mean_sharpe"]) < 0.15
+
+
+def test_leading_columns_keep_whole_source_columns_in_the_screens_order():
+    names = ["B__ret1", "B__ret5", "A__ret1", "C__z60", "A__ret5", "D__vol20"]
+    order = np.array([3, 0, 1, 2, 4, 5])                 # C first, then B, then A, then D
+    assert leading_columns(order, names, 1).tolist() == [3]
+    assert leading_columns(order, names, 2).tolist() == [3, 0, 1]
+    assert leading_columns(order, names, 3).tolist() == [3, 0, 1, 2, 4]
+    assert leading_columns(order, names, 0).tolist() == order.tolist()
+    assert leading_columns(order, names, 10).tolist() == order.tolist()
+
+
+def test_few_informative_columns_among_many_choose_a_short_ridge():
+    """Two source columns carry the signal and 60 are noise: on the folds, the ridge on the first
+    few columns of the screen's order beats the ridge on all of them, and the count chosen that
+    way scores better on later days too."""
+    rng = np.random.default_rng(11)
+    days, targets = 900, 40
+    signal = rng.normal(size=(days, 2))
+    noise = rng.normal(size=(days, 60 * 3))
+    x = np.concatenate([signal[:, :1], signal[:, 1:], noise], axis=1)
+    load = rng.normal(size=(2, targets))
+    y = 0.15 * signal @ load + rng.normal(size=(days, targets))    # row t: the label that row t of x forecasts
+    names = ["S1__ret5", "S2__ret5"] + [f"N{k // 3}__f{k % 3}" for k in range(noise.shape[1])]
+    order = np.arange(x.shape[1])                         # the screen's order: the signal first
+    train, later = np.arange(600), np.arange(620, days)
+    means = {}
+    for count in (2, 8, 0):
+        cols = leading_columns(order, names, count)
+        means[count] = select_ridge(x[:, cols], y, y, train, [0.01, 1.0], [0.0], n_folds=3, embargo=5).mean_sharpe
+    assert max(means, key=means.get) == 2 and means[2] > means[0] + 0.1, means
+
+    def later_sharpe(count):
+        cols = leading_columns(order, names, count)
+        w, b = fit_ridge(x[:, cols], y, 0.01, train, 0.0)
+        from spreadcast.evaluation import metric
+        return metric.summary(y[later], x[later][:, cols] @ w + b)["sharpe"]
+    assert later_sharpe(2) > later_sharpe(0) + 0.1

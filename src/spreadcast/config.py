@@ -372,9 +372,12 @@ class BlendConfig:
     ridge_alphas: list[float] = field(default_factory=lambda: [0.3, 1.0, 3.0, 10.0, 30.0, 100.0])
     ridge_halflives: list[float] = field(default_factory=lambda: [0.0, 250.0])   # 0: every day equal
     own_alphas: list[float] = field(default_factory=lambda: [0.01, 0.1, 1.0, 10.0])   # the own-series fit's penalties
+    ridge_columns: list[int] = field(default_factory=lambda: [2, 4, 8, 16, 32, 0])   # source columns the ridge reads (0: all)
 
     def validate(self, s: str) -> None:
         _require(self.max_weight > 0.0, f"{s}.max_weight", "must be positive")
+        _require(len(self.ridge_columns) > 0 and all(c >= 0 for c in self.ridge_columns),
+                 f"{s}.ridge_columns", "needs at least one count, each >= 0 (0: every input)")
         _require(len(self.ridge_alphas) > 0 and all(a > 0.0 for a in self.ridge_alphas), f"{s}.ridge_alphas",
                  "needs at least one penalty, each positive")
         _require(len(self.ridge_halflives) > 0 and all(h == 0.0 or h >= 5.0 for h in self.ridge_halflives),

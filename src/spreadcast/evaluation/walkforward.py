@@ -85,8 +85,23 @@ class RidgeChoice:
     halflife: float
     scores: list[dict]        # every candidate: alpha, halflife, per-fold Sharpe, mean
 
+    @property
+    def mean_sharpe(self) -> float:
+        """The chosen candidate's mean Sharpe over the folds."""
+        return next(e["mean_sharpe"] for e in self.scores if (e["alpha"], e["halflife"]) == (self.alpha, self.halflife))
+
     def to_dict(self) -> dict:
         return {"alpha": self.alpha, "halflife": self.halflife, "candidates": self.scores}
+
+
+def leading_columns(columns: np.ndarray, names: list[str], count: int) -> np.ndarray:
+    """The entries of `columns` (indices into `names`, in the screen's order, best first) that
+    belong to its first `count` source columns (a feature's name before `__`); 0: all of them."""
+    if count == 0:
+        return columns
+    source = [names[j].split("__")[0] for j in columns]
+    first = set(list(dict.fromkeys(source))[:count])
+    return columns[np.array([s in first for s in source], dtype=bool)] if len(columns) else columns
 
 
 def select_ridge(x: np.ndarray, y: np.ndarray, labels: np.ndarray, rows: np.ndarray, alphas: list[float],
