@@ -3,7 +3,8 @@ component, per lag (see `spreadcast.evaluation.blend`), and the ridges, own-seri
 it serves with.
 
 The ridge's inputs (the first `blend.ridge_columns` source columns in the screen's order, 0: every
-model input), penalty and recency half-life, and the own-series fit's penalty, are chosen by
+model input; fewer than all only where the folds show more than one standard error of gain),
+penalty and recency half-life, and the own-series fit's penalty, are chosen by
 walk-forward folds over the training days (`spreadcast.evaluation.walkforward`; each fold's
 ridge reads the inputs the prescreen chose on that fold's fitting days). The blend's weights are
 fit on the folds' forecasts and the validation days' (`blend.fit_on`). Writes `blend.json`
@@ -12,8 +13,8 @@ per lag; each candidate's fold scores; the inputs the ridge and the own-series f
 ridge and own-series fits on training rows (`ridge_train_*`, `own_train_coef`, for the holdout
 evaluation) and on every published label (`ridge_all_*`, `own_all_coef`, for the submission and
 serving), the ridge baseline on every model input (`ridge_baseline_*`, training rows, its penalty
-and half-life chosen on the same folds: what `evaluate` compares with), and the prior's sums over the label rows complete by the last training day
-(`prior_*`), which serving keeps updating.
+and half-life chosen on the same folds: what `evaluate` compares with), and the prior's sums
+over the label rows complete by the last training day (`prior_*`), which serving keeps updating.
 
 usage: python stages/blend.py --data artifacts/data --tensors artifacts/tensors --models artifacts/finetune --out artifacts/blend
 """
@@ -24,7 +25,8 @@ import numpy as np
 from spreadcast import cli, config
 from spreadcast.evaluation import blend, metric, own
 from spreadcast.evaluation.baseline import predict_ridge
-from spreadcast.evaluation.walkforward import embargo_of, fit_ridge, folds, leading_columns, select_ridge
+from spreadcast.evaluation.walkforward import (choose_columns, embargo_of, fit_ridge, folds, leading_columns,
+                                               select_ridge)
 from spreadcast.features import windows
 from spreadcast.io import atomic_dir, read_json, save_arrays, write_json
 from spreadcast.serve.predictor import load_heads, predict_rows
@@ -49,13 +51,13 @@ def main() -> None:
     options = {count: select_ridge(every, y, tensors.raw_labels, splits.train, cfg.ridge_alphas, cfg.ridge_halflives,
                                    n_folds, delay, [leading_columns(c, names, count) for c in fold_columns])
                for count in sorted(set(cfg.ridge_columns) | {0})}
-    # the count with the best mean over the folds; a tie goes to every input, then to more columns
-    count = max(cfg.ridge_columns, key=lambda c: (options[c].mean_sharpe, c == 0, c))
+    count, margin = choose_columns(options, cfg.ridge_columns, folds(splits.train, n_folds, delay))
     choice, baseline = options[count], options[0]
     print(f"blend: ridge chosen on {n_folds} walk-forward folds of the training days (each on its own "
           f"screen's inputs): the first {count or 'all'} source columns, alpha {choice.alpha:g}, half-life "
           f"{choice.halflife:g} days (0 = equal weights); fold means by count: "
-          + ", ".join(f"{c or 'all'} {options[c].mean_sharpe:+.3f}" for c in cfg.ridge_columns))
+          + ", ".join(f"{c or 'all'} {options[c].mean_sharpe:+.3f}" for c in cfg.ridge_columns)
+          + f" (fewer than all only by more than {margin:.3f})")
     fold_columns = [leading_columns(c, names, count) for c in fold_columns]
     inputs = leading_columns(tensors.model_columns, names, count)
     x = every[:, inputs]
@@ -104,7 +106,7 @@ def main() -> None:
             "target_lags": tensors.target_lags.tolist(),
             "prior": {"upto": int(upto_date), "delay": delay},
             "fit_on": cfg.fit_on, "fit_days": fit_days,
-            "ridge": {**choice.to_dict(), "columns": count,
+            "ridge": {**choice.to_dict(), "columns": count, "columns_margin": margin,
                       "by_columns": [{"columns": c, "alpha": options[c].alpha, "halflife": options[c].halflife,
                                       "mean_sharpe": options[c].mean_sharpe} for c in cfg.ridge_columns]},
             "ridge_inputs": [names[j] for j in inputs],

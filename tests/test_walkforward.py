@@ -123,3 +123,16 @@ def test_few_informative_columns_among_many_choose_a_short_ridge():
         from spreadcast.evaluation import metric
         return metric.summary(y[later], x[later][:, cols] @ w + b)["sharpe"]
     assert later_sharpe(2) > later_sharpe(0) + 0.1
+
+
+def test_fewer_columns_than_all_only_beyond_one_standard_error():
+    from spreadcast.evaluation.walkforward import RidgeChoice, choose_columns
+
+    def option(mean):
+        return RidgeChoice(1.0, 0.0, [{"alpha": 1.0, "halflife": 0.0, "fold_sharpe": [mean], "mean_sharpe": mean}])
+
+    splits = [(np.arange(10), np.arange(100 * k, 100 * k + 100)) for k in range(1, 5)]   # 400 days: margin 0.05
+    assert choose_columns({4: option(0.30), 0: option(0.20)}, [4, 0], splits) == (4, 0.05)
+    assert choose_columns({4: option(0.24), 0: option(0.20)}, [4, 0], splits)[0] == 0     # within the margin
+    assert choose_columns({4: option(0.10), 0: option(0.20)}, [4, 0], splits)[0] == 0
+    assert choose_columns({4: option(0.24), 8: option(0.21)}, [4, 8], splits)[0] == 4     # no baseline among them
