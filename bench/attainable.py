@@ -33,6 +33,7 @@ import polars as pl
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(0, str(ROOT / "bench"))
 
 from spreadcast import config  # noqa: E402
 from spreadcast.data import synthetic  # noqa: E402
@@ -40,6 +41,7 @@ from spreadcast.data.layout import DATE, SCORED  # noqa: E402
 from spreadcast.evaluation import metric  # noqa: E402
 from spreadcast.evaluation.walkforward import fit_ridge  # noqa: E402
 from spreadcast.features import windows  # noqa: E402
+from quality import finished_projects  # noqa: E402
 
 ALPHAS = (0.1, 1.0, 10.0)      # ridge penalties (times the rows); the best on the holdout is reported
 
@@ -107,13 +109,8 @@ def main() -> None:
     p.add_argument("--out", default=str(ROOT / "bench" / "results" / "attainable.json"))
     args = p.parse_args()
     work = Path(args.work)
-    markets = args.markets.split(",") if args.markets else sorted(
-        d.name for d in work.iterdir() if (d / "artifacts" / "metrics" / "evaluate.json").is_file())
     start, table = time.perf_counter(), {}
-    for market in markets:
-        root = work / market
-        if not (root / "artifacts" / "metrics" / "evaluate.json").is_file():
-            raise SystemExit(f"attainable: {root}: no finished project (run bench/quality.py --work {work})")
+    for market, root in finished_projects(work, args.markets, "attainable"):
         row = attainable(root)
         if row is None:
             print(f"{market:10s} no ceiling (real prices, or no mechanism): skipped", flush=True)

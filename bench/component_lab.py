@@ -49,8 +49,10 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "stages"))
+sys.path.insert(0, str(ROOT / "bench"))
 
 from blend import fold_forecasts  # noqa: E402  (stages/blend.py: the stage's own evidence)
+from quality import finished_projects  # noqa: E402
 
 from spreadcast.evaluation import blend, metric, own  # noqa: E402
 from spreadcast.evaluation.walkforward import (  # noqa: E402
@@ -277,17 +279,12 @@ def main() -> None:
     p.add_argument("--out", default=str(ROOT / "bench" / "results" / "component_lab.json"))
     args = p.parse_args()
     work = Path(args.work)
-    markets = args.markets.split(",") if args.markets else sorted(
-        d.name for d in work.iterdir() if (d / "artifacts" / "metrics" / "evaluate.json").is_file())
     variants = args.variants.split(",")
     unknown = sorted(set(variants) - set(VARIANTS))
     if unknown:
         raise SystemExit(f"component_lab: unknown variant {unknown[0]!r}; choose from {', '.join(VARIANTS)}")
     start, table = time.perf_counter(), {}
-    for market in markets:
-        root = work / market
-        if not (root / "artifacts" / "metrics" / "evaluate.json").is_file():
-            raise SystemExit(f"component_lab: {root}: no finished project (run bench/quality.py --work {work})")
+    for market, root in finished_projects(work, args.markets, "component_lab"):
         project = Project(root)
         base = project.score()
         if abs(base["model"] - project.reported) > 1e-3:

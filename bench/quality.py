@@ -59,6 +59,19 @@ MARKETS: dict[str, dict] = {
 }
 
 
+def finished_projects(work: Path, markets: str | None, tool: str) -> list[tuple[str, Path]]:
+    """(name, folder) of the projects a `--work` folder keeps whose pipeline finished (their
+    `evaluate.json` is written): those named in `markets` (comma-separated), or every one. A
+    named project that did not finish stops `tool` with the command that makes it."""
+    work = Path(work)
+    done = lambda root: (root / "artifacts" / "metrics" / "evaluate.json").is_file()   # noqa: E731
+    names = markets.split(",") if markets else sorted(d.name for d in work.iterdir() if done(d))
+    for name in names:
+        if not done(work / name):
+            raise SystemExit(f"{tool}: {work / name}: no finished project (run bench/quality.py --work {work})")
+    return [(name, work / name) for name in names]
+
+
 def project(root: Path, overrides: dict) -> Path:
     """A DVC copy of the pipeline in `root` with `overrides` applied to params.yaml. A project
     already there (`--work`) gets the current code and params, and DVC re-runs only what they
