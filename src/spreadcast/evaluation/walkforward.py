@@ -101,7 +101,7 @@ def leading_columns(columns: np.ndarray, names: list[str], count: int) -> np.nda
         return columns
     source = [names[j].split("__")[0] for j in columns]
     first = set(list(dict.fromkeys(source))[:count])
-    return columns[np.array([s in first for s in source], dtype=bool)] if len(columns) else columns
+    return columns[np.array([s in first for s in source], dtype=bool)]
 
 
 def select_ridge(x: np.ndarray, y: np.ndarray, labels: np.ndarray, rows: np.ndarray, alphas: list[float],
