@@ -75,11 +75,11 @@ class Project:
         self.cfg, self.n_folds = params["blend"], params["walkforward"]["folds"]
         self.reported = json.loads((art / "metrics" / "evaluate.json").read_text())["model_sharpe"]
         self.every, self.y = t.features.numpy().astype(np.float64), t.labels.numpy().astype(np.float64)
-        self.columns = self.choice["ridge"]["columns"]          # the source columns the folds chose
         self.model_columns = t.columns_of(self.choice["ridge_inputs"])     # the ridge's inputs
         self.x = self.every[:, self.model_columns]
         self.z = own.tensor_inputs(t)
-        self.fold_columns = [leading_columns(c, t.feature_names, self.columns) for c in t.fold_columns(self.n_folds)]
+        chosen = self.choice["ridge"]["columns"]                 # how many source columns the folds chose
+        self.fold_columns = [leading_columns(c, t.feature_names, chosen) for c in t.fold_columns(self.n_folds)]
         self.delay = embargo_of(t.target_lags)
         self.prior = blend.prior_series(t.raw_labels, self.delay)
         self.ridge = RidgeChoice(self.choice["ridge"]["alpha"], self.choice["ridge"]["halflife"], [])
