@@ -45,6 +45,8 @@ def test_out_of_range_and_choices(tmp_path):
         config.load("windows", write(tmp_path, "windows:\n  embargo: 2\n"))
     with pytest.raises(ConfigError, match=r"prescreen\.min_abs_ic: must be 0 with rank_by: random"):
         config.load("prescreen", write(tmp_path, "prescreen:\n  rank_by: random\n  min_abs_ic: 0.01\n"))
+    with pytest.raises(ConfigError, match=r"prescreen\.ic_blocks: must be at least 1"):
+        config.load("prescreen", write(tmp_path, "prescreen:\n  ic_blocks: 0\n"))
 
 
 def test_int_accepted_for_float(tmp_path):

@@ -225,3 +225,21 @@ def test_a_label_blind_screen_keeps_as_many_whatever_the_labels():
     assert prescreen(x, names, rng.permutation(y), cfg)[0] == blind           # the labels play no part
     assert prescreen(x, names, y, PrescreenConfig(top_k=9))[0][0].startswith("C0__")
     assert {r["feature"] for r in report if r["kept"]} == set(blind)
+
+
+def test_an_ic_in_blocks_finds_a_relation_that_turned_sign():
+    rng = np.random.default_rng(6)
+    n = 600
+    y = rng.standard_normal((n, 3))
+    sign = np.where(np.arange(n) < n // 2, 1.0, -1.0)                    # the relation flips halfway
+    flipped = sign * y[:, 0] + 1.0 * rng.standard_normal(n)
+    steady = y[:, 1] + 4.0 * rng.standard_normal(n)                     # weaker, but the same all along
+    noise = rng.standard_normal((n, 6))
+    feats = np.column_stack([flipped, steady, noise])
+    names = ["F__ret1", "S__ret1"] + [f"N{k}__ret1" for k in range(6)]
+    whole, _ = prescreen(feats, names, y, PrescreenConfig(top_k=1, ic_blocks=1))
+    halves, report = prescreen(feats, names, y, PrescreenConfig(top_k=1, ic_blocks=2))
+    assert whole == ["S__ret1"]          # over all days the flipped relation cancels
+    assert halves == ["F__ret1"]
+    score = {r["feature"]: r["score"] for r in report}
+    assert score["F__ret1"] > 2 * max(score[f"N{k}__ret1"] for k in range(6))

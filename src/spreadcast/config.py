@@ -208,6 +208,8 @@ class PrescreenConfig:
     min_abs_ic: float = 0.0
     group_by_column: bool = True
     rank_by: Literal["ic", "random"] = "ic"    # random: a label-blind control, same count kept
+    ic_blocks: int = 1                          # the IC is taken in this many consecutive blocks of days
+
 
     def validate(self, s: str) -> None:
         _require(0.0 <= self.max_missing <= 1.0, f"{s}.max_missing", "must be in [0, 1]")
@@ -215,6 +217,7 @@ class PrescreenConfig:
         _require(0.0 < self.max_abs_corr <= 1.0, f"{s}.max_abs_corr", "must be in (0, 1]")
         _require(self.top_k >= 1, f"{s}.top_k", "must be at least 1")
         _require(self.min_abs_ic >= 0.0, f"{s}.min_abs_ic", "must be >= 0")
+        _require(self.ic_blocks >= 1, f"{s}.ic_blocks", "must be at least 1")
         _require(self.rank_by == "ic" or self.min_abs_ic == 0.0, f"{s}.min_abs_ic",
                  "must be 0 with rank_by: random (a threshold on the IC reads the labels)")
 

@@ -2,8 +2,10 @@
 
 Drops columns missing beyond a threshold, constant or near-constant columns, and
 near-duplicates (|Spearman| above a bound with a better-scoring kept column); ranks the rest by
-their rank IC with the targets (root mean square over targets), optionally grouped by source
-column, and keeps by threshold and top-k. `rank_by: random` keeps as many in a seeded,
+their rank IC with the targets (root mean square over targets, and over `ic_blocks` consecutive
+blocks of the days, each with its own IC: a relation that turned sign halfway cancels in one IC
+over all days, not in the blocks'), optionally grouped by source column, and keeps by threshold
+and top-k. `rank_by: random` keeps as many in a seeded,
 label-blind order instead: the control that shows what the IC ranking is worth. Every column
 gets a line in the report: kept with its score, or dropped with a reason.
 """
@@ -60,8 +62,9 @@ def prescreen(features: np.ndarray, names: list[str], labels: np.ndarray, cfg: P
     alive = np.array([r is None for r in reason])
     score = np.zeros(n)
     if alive.any():
-        ic = rank_ic(features[:, alive], labels)
-        score[alive] = np.sqrt(np.mean(ic**2, axis=1))
+        blocks = np.array_split(np.arange(len(features)), cfg.ic_blocks)
+        square = [np.mean(rank_ic(features[b][:, alive], labels[b]) ** 2, axis=1) for b in blocks]
+        score[alive] = np.sqrt(np.mean(square, axis=0))
     # With group_by_column, a source column's features are ranked together by the best of them,
     # so a sequence model keeps the short-horizon series of every column it finds informative.
     family = [name.split("__")[0] for name in names]
