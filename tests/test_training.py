@@ -54,6 +54,22 @@ def test_deterministic_by_seed(tmp_path):
     assert shares["share_regression"] + shares["share_rank"] + shares["share_gate"] == pytest.approx(1.0)
 
 
+def test_an_epoch_with_a_recency_halflife_draws_recent_days_more(tmp_path):
+    rows = np.arange(20, 1020)
+    every = loop.epoch_order(rows, 0.0, torch.Generator().manual_seed(0))
+    np.testing.assert_array_equal(np.sort(every), rows)                    # each row once
+    drawn = loop.epoch_order(rows, 100.0, torch.Generator().manual_seed(0))
+    assert drawn.size == rows.size and set(drawn) <= set(rows)
+    # a chance halving every 100 days back: about half the draws from the last 100 days, 1/1000
+    # of them from the first 100 (each row once: a tenth of them in each)
+    assert 0.45 < np.mean(drawn >= rows[-100]) < 0.55
+    assert np.mean(drawn < rows[100]) < 0.01
+    np.testing.assert_array_equal(drawn, loop.epoch_order(rows, 100.0, torch.Generator().manual_seed(0)))
+    recent = run(tmp_path, dataclasses.replace(CFG, recency_halflife=30.0), name="recent")
+    assert len(recent["history"]) == CFG.epochs and np.isfinite(recent["val"]["sharpe"])
+    assert recent["history"][0]["loss"] != run(tmp_path, name="uniform")["history"][0]["loss"]
+
+
 def test_resume_after_interruption_reaches_same_result(tmp_path, monkeypatch):
     reference = run(tmp_path, name="reference")
     original = loop.evaluate_head

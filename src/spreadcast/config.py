@@ -272,6 +272,7 @@ class TrainConfig:
     gate_warmup_epochs: int = 3
     patience: int = 6
     epoch_folds: int = 0          # >0: the last this many walk-forward folds help choose the epoch (0: validation alone)
+    recency_halflife: float = 0.0  # >0: each epoch draws its rows, recent days likelier (0: every row once)
     amp: bool = False
     grad_checkpoint: bool = False
     activation_stats: bool = False
@@ -296,6 +297,8 @@ class TrainConfig:
         _require(len(self.skip_decays) >= 1 and all(0.0 <= d < 1.0 for d in self.skip_decays),
                  f"{s}.skip_decays", "must list at least one decay, each in [0, 1)")
         _require(self.epochs >= 1, f"{s}.epochs", "must be at least 1")
+        _require(self.recency_halflife == 0.0 or self.recency_halflife >= 5.0, f"{s}.recency_halflife",
+                 "must be 0 (every row once an epoch) or >= 5 days")
         _require(self.batch_size >= 1, f"{s}.batch_size", "must be at least 1")
         _require(0.0 < self.lr < 1.0, f"{s}.lr", "must be in (0, 1)")
         _require(self.weight_decay >= 0.0, f"{s}.weight_decay", "must be >= 0")

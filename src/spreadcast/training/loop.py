@@ -25,6 +25,7 @@ from tqdm import tqdm
 from spreadcast.config import TrainConfig
 from spreadcast.errors import CheckpointError, CollapseError
 from spreadcast.evaluation import metric
+from spreadcast.evaluation.walkforward import recency_weights
 from spreadcast.features.windows import HeadData
 from spreadcast.io import sha256_bytes, sha256_file
 from spreadcast.model import checkpoint, losses
@@ -56,6 +57,15 @@ def lr_at(step: int, total: int, warmup: int, base: float, schedule: str) -> flo
         return base * (step + 1) / warmup
     progress = (step - warmup) / max(1, total - warmup)
     return base * (COSINE_FLOOR + (1 - COSINE_FLOOR) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
+
+
+def epoch_order(rows: np.ndarray, halflife: float, generator: torch.Generator) -> np.ndarray:
+    """An epoch's training rows in a seeded order: each row once (`halflife` 0), or as many rows
+    drawn with replacement, a row's chance halving every `halflife` days back from the last one."""
+    if halflife <= 0:
+        return rows[torch.randperm(rows.size, generator=generator).numpy()]
+    chance = torch.as_tensor(recency_weights(rows, halflife))
+    return rows[torch.multinomial(chance, rows.size, replacement=True, generator=generator).numpy()]
 
 
 def autocast_context(device: torch.device, enabled: bool):
@@ -220,7 +230,7 @@ class _Run:
         and each group's summed regression loss."""
         cfg, optimizer = self.cfg, self.optimizer
         gw = losses.gate_weight(cfg.gate_l1, epoch, cfg.gate_warmup_epochs)
-        order = self.data.train_rows[torch.randperm(self.n, generator=self.generator).numpy()]
+        order = epoch_order(self.data.train_rows, cfg.recency_halflife, self.generator)
         sums = np.zeros(3)
         group_sums = dict.fromkeys(self.groups, 0.0)
         bar = tqdm(range(self.steps_per_epoch), desc=f"epoch {epoch + 1}/{self.epochs}", leave=False,
