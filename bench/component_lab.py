@@ -28,6 +28,10 @@ Variants:
 - `sharpe`: the same four components, weighted to maximise the Sharpe ratio of the blend's daily
   covariance with the label ranks over the evidence (`sharpe_weights`) instead of the squared
   error of the ranks.
+- `reduced_rank`: the ridge's weights (inputs x targets) projected on the r leading directions of
+  its fitted values across the targets (reduced-rank ridge: targets driven by a few common states
+  share them), r in 1, 2, 4, 8, 16 or every direction, chosen with the penalty and half-life on
+  the folds.
 - `stack`: beside the four components, one ridge per feature family (each fold's screened
   inputs of that family, penalty chosen on the folds), all weighted together by the bounded least
   squares of the ranks per lag: the families' evidence decides their weights, as the other
@@ -56,11 +60,12 @@ from quality import finished_projects  # noqa: E402
 
 from spreadcast.evaluation import blend, metric, own  # noqa: E402
 from spreadcast.evaluation.walkforward import (  # noqa: E402
-    RidgeChoice, embargo_of, fit_ridge, leading_columns, select_ridge)
+    RidgeChoice, _RidgePath, embargo_of, fit_ridge, folds, leading_columns, recency_weights, select_ridge)
 from spreadcast.features import windows  # noqa: E402
 from spreadcast.serve.predictor import load_heads, predict_rows  # noqa: E402
 
-VARIANTS = ("base", "refit", "online", "families", "rank_target", "sharpe", "stack")
+VARIANTS = ("base", "refit", "online", "families", "rank_target", "sharpe", "reduced_rank", "stack")
+RANKS = (1, 2, 4, 8, 16, 0)  # reduced_rank's candidates (0: every direction, the ridge itself)
 GREEDY_GAIN = 0.01          # a family joins the ridge's inputs only if the folds' mean rises by more
 
 
@@ -156,6 +161,31 @@ class Project:
     def sharpe(self) -> dict:
         return self.score(fit=sharpe_weights)
 
+    def reduced_rank(self) -> dict:
+        t, cfg = self.tensors, self.cfg
+        splits = folds(t.splits.train, self.n_folds, self.delay)
+        table = {}
+        for k, (fit_rows, test_rows) in enumerate(splits):
+            xk = self.every[:, self.fold_columns[k]]
+            for h in cfg["ridge_halflives"]:
+                path = _RidgePath(xk[fit_rows], self.y[fit_rows], recency_weights(fit_rows, h))
+                for a in cfg["ridge_alphas"]:
+                    for r, (w, b) in low_rank(path, a, RANKS).items():
+                        table.setdefault((a, h, r), []).append(
+                            metric.summary(t.raw_labels[test_rows], xk[test_rows] @ w + b)["sharpe"])
+        a, h, r = max(table, key=lambda key: (np.mean(table[key]), key[0], key[1] <= 0))
+
+        def fit(x, rows):
+            return low_rank(_RidgePath(x[rows], self.y[rows], recency_weights(rows, h)), a, [r])[r]
+
+        evidence = []
+        for k, (fit_rows, test_rows) in enumerate(splits):
+            w, b = fit(self.every[:, self.fold_columns[k]], fit_rows)
+            evidence.append(self.every[test_rows][:, self.fold_columns[k]] @ w + b)
+        w, b = fit(self.x, t.splits.train)
+        evidence.append(self.x[t.splits.val] @ w + b)
+        return {**self.score(evidence, {"ridge": self.x[t.splits.holdout] @ w + b}), "rank": r}
+
     def stack(self) -> dict:
         """One ridge per feature family as extra components (see the module)."""
         t = self.tensors
@@ -185,6 +215,20 @@ class Project:
 
     def _family(self, cols: np.ndarray) -> np.ndarray:
         return np.array([self.tensors.feature_names[c].rsplit("__", 1)[-1] for c in cols])
+
+
+def low_rank(path: _RidgePath, alpha: float, ranks) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+    """The ridge of `path` at `alpha`, its weights W (inputs x targets) projected on the r leading
+    eigenvectors Q_r of W' X'X W (the fitted values' directions across targets): W Q_r Q_r',
+    with intercepts, for each r in `ranks` (0: W itself)."""
+    w, _ = path.fit(alpha)
+    gram = ((w.T @ path.v) * np.maximum(path.s, 0.0)) @ (path.v.T @ w)
+    q = np.linalg.eigh(gram)[1][:, ::-1]
+    out = {}
+    for r in ranks:
+        wr = w if r == 0 else w @ q[:, :r] @ q[:, :r].T
+        out[r] = (wr, path.y_mean - path.x_mean @ wr)
+    return out
 
 
 def sharpe_weights(components: dict, labels: np.ndarray, lags: np.ndarray, max_weight: float) -> blend.Blend:

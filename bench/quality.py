@@ -2,7 +2,7 @@
 real prices: the yardstick no default may be tuned to.
 
 usage: python bench/quality.py [--markets default,levels,...] [--out bench/results/quality.json]
-                               [--work DIR] [--bootstrap 2000]
+                               [--work DIR] [--bootstrap 2000] [--reseed K]
 
 Each market runs the real pipeline (`dvc repro evaluate`) with the repository's `params.yaml`
 in a temporary copy; only the market changes (`synthetic` settings, or `data.dir` for
@@ -12,6 +12,9 @@ blend), the ridge on
 all the model's inputs, each target's mean training rank as a constant (`const_rank`) and the
 oracle (`ceiling`, null on real data and on the null market), and a 90% circular block
 bootstrap over holdout days of the model's Sharpe minus the better baseline's.
+`--reseed K` adds K to every synthetic market's seed (the default market's `synthetic.seed`
+included): the same kinds of market with other draws of columns, loadings and shocks, which no
+default was chosen on (real_dev is skipped).
 Writes `bench/results/quality.json`:
 `{"markets": {NAME: {"days", "model", "ridge", "const_rank", "ceiling", "model_minus_best_ci90"}},
 "wall_s", "components": {NAME: {"transformer", "blend_ridge", "prior", "own"}}}` (the blend's own components beside
@@ -70,6 +73,14 @@ def finished_projects(work: Path, markets: str | None, tool: str) -> list[tuple[
         if not done(work / name):
             raise SystemExit(f"{tool}: {work / name}: no finished project (run bench/quality.py --work {work})")
     return [(name, work / name) for name in names]
+
+
+def reseeded(overrides: dict, offset: int) -> dict:
+    """A synthetic market's overrides with `offset` added to its seed (the repository's
+    `synthetic.seed` where the market keeps it)."""
+    base = yaml.safe_load((ROOT / "params.yaml").read_text())["synthetic"]["seed"]
+    synthetic = overrides.get("synthetic", {})
+    return {**overrides, "synthetic": {**synthetic, "seed": synthetic.get("seed", base) + offset}}
 
 
 def project(root: Path, overrides: dict) -> Path:
@@ -177,11 +188,16 @@ def main() -> None:
     p.add_argument("--work", help="keep each market's project here and reuse what is there "
                                   "(default: a temporary folder)")
     p.add_argument("--bootstrap", type=int, default=2000, help="bootstrap draws")
+    p.add_argument("--reseed", type=int, default=0,
+                   help="add this to every synthetic market's seed (other draws of each market; real_dev skipped)")
     args = p.parse_args()
     names = [n.strip() for n in args.markets.split(",") if n.strip()]
     unknown = [n for n in names if n not in MARKETS]
     if unknown:
         raise SystemExit(f"quality: unknown market {unknown[0]!r} (known: {', '.join(MARKETS)})")
+    if args.reseed and "real_dev" in names:
+        print("quality: --reseed: real_dev has no seed, skipped")
+        names.remove("real_dev")
     if "real_dev" in names and not (REAL_DEV / "train.csv").is_file():
         print(f"quality: {REAL_DEV} not found, real_dev skipped")
         names.remove("real_dev")
@@ -191,12 +207,14 @@ def main() -> None:
     for name in names:
         print(f"quality: {name}", flush=True)
         root = work / name
-        run_pipeline(project(root, MARKETS[name]), name)
+        overrides = reseeded(MARKETS[name], args.reseed) if args.reseed else MARKETS[name]
+        run_pipeline(project(root, overrides), name)
         results[name] = summarise(root, args.bootstrap)
         parts[name] = components(root)
         if not args.work:
             shutil.rmtree(root)
-    out = {"markets": results, "wall_s": round(time.perf_counter() - start, 1), "components": parts}
+    out = {"markets": results, "wall_s": round(time.perf_counter() - start, 1), "components": parts,
+           "reseed": args.reseed}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(args.out).with_suffix(".tmp")
     tmp.write_text(json.dumps(out, indent=2) + "\n")

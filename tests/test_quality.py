@@ -3,6 +3,7 @@ import importlib.util
 
 import numpy as np
 import pytest
+import yaml
 
 from conftest import ROOT
 
@@ -56,6 +57,18 @@ def test_every_market_is_a_valid_configuration():
             assert data.lags == synthetic.lags, name
 
 
+def test_reseeding_changes_only_the_seed():
+    base_seed = yaml.safe_load((ROOT / "params.yaml").read_text())["synthetic"]["seed"]
+    assert quality.reseeded({}, 100) == {"synthetic": {"seed": base_seed + 100}}
+    flip = quality.MARKETS["flip"]
+    moved = quality.reseeded(flip, 100)
+    assert moved["synthetic"].pop("seed") == flip["synthetic"]["seed"] + 100
+    assert moved["synthetic"] == {k: v for k, v in flip["synthetic"].items() if k != "seed"}
+    assert flip["synthetic"]["seed"] == 15                       # the table's own markets untouched
+    reversion = quality.reseeded(quality.MARKETS["reversion"], 1)
+    assert reversion["data"] == {"lags": [1, 2]}
+
+
 _lab_spec = importlib.util.spec_from_file_location("component_lab", ROOT / "bench" / "component_lab.py")
 component_lab = importlib.util.module_from_spec(_lab_spec)
 _lab_spec.loader.exec_module(component_lab)
@@ -73,8 +86,27 @@ def test_component_lab_rebuilds_the_served_blend_and_scores_variants(tiny_projec
         name.rsplit("__", 1)[-1] for name in project.tensors.feature_names}
     assert np.isfinite(project.rank_target()["model"])
     assert np.isfinite(project.sharpe()["model"])
+    reduced = project.reduced_rank()
+    assert reduced["rank"] in component_lab.RANKS and np.isfinite(reduced["model"])
     stack = project.stack()
     assert stack["families"] >= 1 and np.isfinite(stack["model"])
+
+
+def test_a_reduced_rank_ridge_recovers_a_few_common_states_better():
+    """40 targets driven by 2 states among 60 inputs: the rank-2 projection of the ridge is
+    closer to the true weights than the ridge; all directions give the ridge back."""
+    from spreadcast.evaluation.walkforward import _RidgePath
+    rng = np.random.default_rng(1)
+    days, inputs, targets = 400, 60, 40
+    truth = rng.normal(size=(inputs, 2)) @ rng.normal(size=(2, targets)) * 0.05
+    x = rng.normal(size=(days, inputs))
+    y = x @ truth + rng.normal(size=(days, targets))
+    fits = component_lab.low_rank(_RidgePath(x, y, np.ones(days)), 0.1, [0, 2, targets])
+    error = {r: np.linalg.norm(w - truth) for r, (w, _) in fits.items()}
+    assert error[2] < 0.7 * error[0]
+    assert np.linalg.matrix_rank(fits[2][0], tol=1e-8) == 2
+    np.testing.assert_allclose(fits[targets][0], fits[0][0], atol=1e-10)
+    np.testing.assert_allclose(fits[2][1], y.mean(axis=0) - x.mean(axis=0) @ fits[2][0])
 
 
 def test_sharpe_weights_have_the_best_sharpe_of_any_non_negative_weights():
