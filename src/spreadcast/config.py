@@ -210,7 +210,6 @@ class PrescreenConfig:
     rank_by: Literal["ic", "random"] = "ic"    # random: a label-blind control, same count kept
     ic_blocks: int = 1                          # the IC is taken in this many consecutive blocks of days
 
-
     def validate(self, s: str) -> None:
         _require(0.0 <= self.max_missing <= 1.0, f"{s}.max_missing", "must be in [0, 1]")
         _require(self.min_std >= 0.0, f"{s}.min_std", "must be >= 0")

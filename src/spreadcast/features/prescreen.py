@@ -5,9 +5,9 @@ near-duplicates (|Spearman| above a bound with a better-scoring kept column); ra
 their rank IC with the targets (root mean square over targets, and over `ic_blocks` consecutive
 blocks of the days, each with its own IC: a relation that turned sign halfway cancels in one IC
 over all days, not in the blocks'), optionally grouped by source column, and keeps by threshold
-and top-k. `rank_by: random` keeps as many in a seeded,
-label-blind order instead: the control that shows what the IC ranking is worth. Every column
-gets a line in the report: kept with its score, or dropped with a reason.
+and top-k. `rank_by: random` keeps as many in a seeded, label-blind order instead: the control
+that shows what the IC ranking is worth. Every column gets a line in the report: kept with its
+score, or dropped with a reason.
 """
 from __future__ import annotations
 
