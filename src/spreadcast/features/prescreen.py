@@ -62,8 +62,9 @@ def prescreen(features: np.ndarray, names: list[str], labels: np.ndarray, cfg: P
     alive = np.array([r is None for r in reason])
     score = np.zeros(n)
     if alive.any():
-        blocks = np.array_split(np.arange(len(features)), cfg.ic_blocks)
-        square = [np.mean(rank_ic(features[b][:, alive], labels[b]) ** 2, axis=1) for b in blocks]
+        # consecutive blocks as views of the rows: one block (the default) copies nothing more
+        blocks = zip(np.array_split(features, cfg.ic_blocks), np.array_split(labels, cfg.ic_blocks))
+        square = [np.mean(rank_ic(f[:, alive], y) ** 2, axis=1) for f, y in blocks]
         score[alive] = np.sqrt(np.mean(square, axis=0))
     # With group_by_column, a source column's features are ranked together by the best of them,
     # so a sequence model keeps the short-horizon series of every column it finds informative.
