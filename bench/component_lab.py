@@ -36,18 +36,33 @@ Variants:
   inputs of that family, penalty chosen on the folds), all weighted together by the bounded least
   squares of the ranks per lag: the families' evidence decides their weights, as the other
   components'.
+- `pooled`: the same four components, one set of weights fit on every target and served for
+  every lag (`blend.pool_lags: true`), or per lag where the project pooled.
+- `no_transformer`: the blend of the ridge, the prior and the own-series fit alone (the
+  transformer's forecasts zero on the evidence and the holdout): what the transformer's weight,
+  which rests on the validation days alone, adds.
+- `fold_transformer`: the transformer also forecasts the last walk-forward fold, so its weight
+  rests on days no choice was made on as well: each head's training configuration (the train
+  stage's, on the fold's own screened inputs, the same seed) trained on the fold's fitting days
+  for as many epochs as the head's training chose on the validation days, with no early
+  stopping on the fold, forecasts the fold. (The served heads are pruned and fine-tuned after
+  that training; the fold's forecasts are of the training configuration.)
 
 The sums are over the markets other than `null`, where there is nothing to gain.
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import functools
 import json
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+import torch
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -56,17 +71,27 @@ sys.path.insert(0, str(ROOT / "stages"))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from blend import fold_forecasts  # noqa: E402  (stages/blend.py: the stage's own evidence)
+from train import new_model  # noqa: E402  (stages/train.py: a head's model from the seed)
 from quality import finished_projects  # noqa: E402
 
+from spreadcast import config  # noqa: E402
 from spreadcast.evaluation import blend, metric, own  # noqa: E402
+from spreadcast.features.windows import head_data  # noqa: E402
+from spreadcast.model.inference import predict  # noqa: E402
+from spreadcast.training.loop import fit as train_fit  # noqa: E402
 from spreadcast.evaluation.walkforward import (  # noqa: E402
     RidgeChoice, _RidgePath, embargo_of, fit_ridge, folds, leading_columns, recency_weights, select_ridge)
 from spreadcast.features import windows  # noqa: E402
 from spreadcast.serve.predictor import load_heads, predict_rows  # noqa: E402
 
-VARIANTS = ("base", "refit", "online", "families", "rank_target", "sharpe", "reduced_rank", "stack")
+VARIANTS = ("base", "refit", "online", "families", "rank_target", "sharpe", "reduced_rank", "stack", "pooled",
+            "no_transformer", "fold_transformer")
 RANKS = (1, 2, 4, 8, 16, 0)  # reduced_rank's candidates (0: every direction, the ridge itself)
 GREEDY_GAIN = 0.01          # a family joins the ridge's inputs only if the folds' mean rises by more
+
+
+class _Enough(Exception):
+    """Stops a fold's training once it has trained the chosen number of epochs."""
 
 
 class Project:
@@ -74,6 +99,7 @@ class Project:
 
     def __init__(self, root: Path):
         params = yaml.safe_load((root / "params.yaml").read_text())
+        self.root = root
         art = root / "artifacts"
         self.tensors = t = windows.load(art / "tensors")
         self.choice = json.loads((art / "blend" / "blend.json").read_text())
@@ -102,8 +128,9 @@ class Project:
         return {"transformer": transformer, "ridge": self.x[rows] @ w + b, "prior": self.prior[rows],
                 "own": own.predict(self.z[rows], coef)}
 
-    def score(self, evidence_ridge=None, holdout: dict | None = None, fit=blend.fit, extra=None) -> dict:
-        """Holdout Sharpe of the blend (weights fit on the evidence by `fit`, its ridge replaced
+    def score(self, evidence_ridge=None, holdout: dict | None = None, fit=None, extra=None) -> dict:
+        """Holdout Sharpe of the blend (weights fit on the evidence by `fit`, default `blend.fit` as
+        the project's `blend.pool_lags` asks, its ridge replaced
         by `evidence_ridge` where given) and of each component, with `holdout` replacing or adding
         components. `extra` adds components to each part of the evidence (folds, then validation)."""
         parts = [comps for _, _, comps in self.evidence] + [self.val]
@@ -115,6 +142,8 @@ class Project:
         if self.cfg["fit_on"] != "walk_forward":          # `blend.fit_on: validation`
             parts, rows = parts[-1:], rows[-1:]
         raw, lags = self.tensors.raw_labels, self.tensors.target_lags
+        if fit is None:
+            fit = functools.partial(blend.fit, pool_lags=self.cfg.get("pool_lags", False))
         fitted = fit({n: np.vstack([p[n] for p in parts]) for n in parts[0]},
                      np.vstack([raw[r] for r in rows]), lags, self.cfg["max_weight"])
         served = {**self.holdout, **(holdout or {})}
@@ -160,6 +189,50 @@ class Project:
 
     def sharpe(self) -> dict:
         return self.score(fit=sharpe_weights)
+
+    def pooled(self) -> dict:
+        return self.score(fit=functools.partial(blend.fit, pool_lags=not self.cfg.get("pool_lags", False)))
+
+    def no_transformer(self) -> dict:
+        zero = lambda comps: {"transformer": np.zeros_like(comps["transformer"])}   # noqa: E731
+        parts = [comps for _, _, comps in self.evidence] + [self.val]
+        return self.score(holdout=zero(self.holdout), extra=[zero(c) for c in parts])
+
+    def fold_transformer(self) -> dict:
+        parts = [{} for _ in self.evidence] + [{}]
+        parts[self.n_folds - 1] = {"transformer": self.fold_forecasts()}
+        return self.score(extra=parts)
+
+    def fold_forecasts(self) -> np.ndarray:
+        """The transformer's forecasts of the last walk-forward fold (`fold_transformer`)."""
+        t, k = self.tensors, self.n_folds - 1
+        cfg = config.load("train", self.root / "params.yaml")
+        cfg = dataclasses.replace(cfg, patience=cfg.epochs + 1)          # never stopped by the fold's own days
+        fit_rows, test_rows = folds(t.splits.train, self.n_folds, self.delay)[k]
+        inputs = t.fold_inputs[k]
+        out = np.zeros((test_rows.size, len(t.target_names)))
+        for lag in sorted({int(v) for v in t.target_lags}):
+            cols = t.head(lag)
+            epochs = json.loads((self.root / "artifacts" / "metrics" / f"train_lag{lag}.json").read_text())["best_epoch"]
+            data = dataclasses.replace(head_data(t, lag, inputs), train_rows=fit_rows, val_rows=test_rows)
+            model = new_model(cfg, data, len(inputs), int(cols.size), t.history, torch.device("cpu"))
+            caught = {}
+
+            def stop_after(epoch, model, epochs=epochs):
+                if epoch == epochs:       # the model has trained `epochs` epochs
+                    caught["forecast"] = predict(model, data.windows, test_rows, 256)
+                    raise _Enough
+
+            meta = {"model": model.cfg.to_dict(), "lag": lag, "features": inputs, "fold": k + 1}
+            with tempfile.TemporaryDirectory() as tmp:
+                try:
+                    train_fit(model, data, cfg, Path(tmp), meta, on_epoch=stop_after, keep=None)
+                except _Enough:
+                    pass
+            out[:, cols] = caught["forecast"] if "forecast" in caught else predict(model, data.windows, test_rows, 256)
+            print(f"  lag {lag}: trained {epochs} epochs on {fit_rows.size} fitting days; fold Sharpe "
+                  f"{metric.summary(t.raw_labels[test_rows][:, cols], out[:, cols])['sharpe']:+.3f}", flush=True)
+        return out
 
     def reduced_rank(self) -> dict:
         t, cfg = self.tensors, self.cfg

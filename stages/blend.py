@@ -1,5 +1,5 @@
 """Fit the served blend of the transformer, a ridge, the constant-rank prior and the own-series
-component, per lag (see `spreadcast.evaluation.blend`), and the ridges, own-series fits and prior
+component (see `spreadcast.evaluation.blend`), and the ridges, own-series fits and prior
 it serves with.
 
 The ridge's inputs (the first `blend.ridge_columns` source columns in the screen's order, 0: every
@@ -7,7 +7,8 @@ model input; fewer than all only where the folds show more than one standard err
 penalty and recency half-life, and the own-series fit's penalty, are chosen by
 walk-forward folds over the training days (`spreadcast.evaluation.walkforward`; each fold's
 ridge reads the inputs the prescreen chose on that fold's fitting days). The blend's weights are
-fit on the folds' forecasts and the validation days' (`blend.fit_on`). Writes `blend.json`
+fit on the folds' forecasts and the validation days' (`blend.fit_on`), one set for every lag
+(`blend.pool_lags`) or one per lag. Writes `blend.json`
 (weights; every fold's and the validation days' Sharpe and mean IC per component, overall and
 per lag; each candidate's fold scores; the inputs the ridge and the own-series fit read), the
 ridge and own-series fits on training rows (`ridge_train_*`, `own_train_coef`, for the holdout
@@ -86,7 +87,8 @@ def main() -> None:
     evidence.append(("validation", val, components))
     used = evidence if cfg.fit_on == "walk_forward" else evidence[-1:]
     fitted = blend.fit({name: np.vstack([c[name] for _, _, c in used]) for name in blend.COMPONENTS},
-                       np.vstack([tensors.raw_labels[r] for _, r, _ in used]), tensors.target_lags, cfg.max_weight)
+                       np.vstack([tensors.raw_labels[r] for _, r, _ in used]), tensors.target_lags, cfg.max_weight,
+                       pool_lags=cfg.pool_lags)
     report = [fold_report(tensors, *entry, fitted) for entry in evidence]
     fit_days = int(sum(r.size for _, r, _ in used))
     sharpe = report[-1]["sharpe"]
@@ -105,7 +107,7 @@ def main() -> None:
             "enabled": cfg.enabled, "blend": fitted.to_dict(),
             "target_lags": tensors.target_lags.tolist(),
             "prior": {"upto": int(upto_date), "delay": delay},
-            "fit_on": cfg.fit_on, "fit_days": fit_days,
+            "fit_on": cfg.fit_on, "pool_lags": cfg.pool_lags, "fit_days": fit_days,
             "ridge": {**choice.to_dict(), "columns": count, "columns_margin": margin,
                       "by_columns": [{"columns": c, "alpha": options[c].alpha, "halflife": options[c].halflife,
                                       "mean_sharpe": options[c].mean_sharpe} for c in cfg.ridge_columns]},

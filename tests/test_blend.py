@@ -75,3 +75,19 @@ def test_round_trip_and_refusal():
     bad = fitted.to_dict() | {"components": ["ridge", "transformer", "prior"]}
     with pytest.raises(ValueError, match="components"):
         blend.Blend.from_dict(bad)
+
+
+def test_pooled_weights_are_one_fit_over_every_lag():
+    """With `pool_lags` every lag is served the weights of one fit on all targets together,
+    which is the per-lag fit of a market where every target has the same lag."""
+    rng, lags, drift, signal, labels = market(seed=5)
+    components = {"transformer": signal + rng.normal(size=labels.shape), "ridge": rng.normal(size=labels.shape),
+                  "prior": blend.prior_series(labels, delay=3), "own": rng.normal(size=labels.shape)}
+    per_lag = blend.fit(components, labels, lags, 0.3)
+    pooled = blend.fit(components, labels, lags, 0.3, pool_lags=True)
+    one = blend.fit(components, labels, np.ones_like(lags), 0.3).weights[1]
+    assert set(pooled.weights) == {1, 2}
+    assert pooled.weights[1] == pooled.weights[2] == one
+    assert per_lag.weights[1] != per_lag.weights[2]                 # each lag's own fit differs
+    np.testing.assert_allclose(pooled.combine(components, lags), blend.fit(
+        components, labels, np.ones_like(lags), 0.3).combine(components, np.ones_like(lags)))

@@ -90,6 +90,8 @@ def test_component_lab_rebuilds_the_served_blend_and_scores_variants(tiny_projec
     assert reduced["rank"] in component_lab.RANKS and np.isfinite(reduced["model"])
     stack = project.stack()
     assert stack["families"] >= 1 and np.isfinite(stack["model"])
+    for variant in (project.pooled(), project.no_transformer(), project.fold_transformer()):   # weights or transformer
+        assert np.isfinite(variant["model"]) and (variant["ridge"], variant["own"]) == (base["ridge"], base["own"])
 
 
 def test_a_reduced_rank_ridge_recovers_a_few_common_states_better():

@@ -374,6 +374,7 @@ class BlendConfig:
     enabled: bool = True       # false: the transformer alone is served
     max_weight: float = 0.3    # bound of each component's weight (centred-rank units per unit spread)
     fit_on: Literal["walk_forward", "validation"] = "walk_forward"   # the days the weights are fit on
+    pool_lags: bool = False    # true: one set of weights fit on every target, for every lag; false: one set per lag
     ridge_alphas: list[float] = field(default_factory=lambda: [0.3, 1.0, 3.0, 10.0, 30.0, 100.0])
     ridge_halflives: list[float] = field(default_factory=lambda: [0.0, 250.0])   # 0: every day equal
     own_alphas: list[float] = field(default_factory=lambda: [0.01, 0.1, 1.0, 10.0])   # the own-series fit's penalties

@@ -12,10 +12,11 @@ their scales are comparable whatever the market:
 - `own`: each target from its own series' features, one pooled fit per lag (`evaluation.own`),
   fit on training rows for evaluation and refit on every published label for serving.
 
-Per lag, the weights minimise the squared error of the daily centred ranks of the labels
+The weights minimise the squared error of the daily centred ranks of the labels
 (rank / (n - 1) - 0.5, all targets ranked together, as the metric ranks them) over
 out-of-sample forecasts only, under 0 <= w <= `max_weight`: a weight cannot turn a component
-against its own sign nor explode. The forecasts are those of every walk-forward fold of the
+against its own sign nor explode. One set of weights per lag, each fit on that lag's targets
+alone, or (`blend.pool_lags`) one set fit on every target together and served for every lag. The forecasts are those of every walk-forward fold of the
 training days (the ridge, own-series fit and prior, each fit before its fold; the transformer,
 trained once, is zero there) and of the validation days (all four), so the simple components'
 weights rest on several periods and the transformer's on the days it never trained on
@@ -119,20 +120,24 @@ class Blend:
 
 
 def fit(components: dict[str, np.ndarray], labels: np.ndarray, target_lags: np.ndarray,
-        max_weight: float) -> Blend:
-    """Weights per lag fit on `labels` (rows x targets) of days no component trained on."""
+        max_weight: float, pool_lags: bool = False) -> Blend:
+    """Weights per lag fit on `labels` (rows x targets) of days no component trained on: each
+    lag's on its own targets, or with `pool_lags` one fit on every target, the same for each lag."""
     y = centred_ranks(labels)
     scaled = {name: standardise(components[name]) for name in COMPONENTS}
+    lags = sorted({int(k) for k in target_lags})
+    groups = ([(lags, np.ones(len(target_lags), dtype=bool))] if pool_lags
+              else [([lag], target_lags == lag) for lag in lags])
     weights = {}
-    for lag in sorted({int(k) for k in target_lags}):
-        cols = np.flatnonzero(target_lags == lag)
+    for served, columns in groups:
+        cols = np.flatnonzero(columns)
         target = y[:, cols].ravel()
         x = np.stack([scaled[name][:, cols].ravel() for name in COMPONENTS], axis=1)
         keep = np.isfinite(target)
         w = bounded_least_squares(x[keep], target[keep], max_weight) if keep.sum() > len(COMPONENTS) else np.zeros(len(COMPONENTS))
         if not w.any():
             w[COMPONENTS.index("prior")] = 1e-3 * max_weight      # nothing validated: the prior alone
-        weights[lag] = [float(v) for v in w]
+        weights.update({lag: [float(v) for v in w] for lag in served})
     return Blend(weights=weights, max_weight=max_weight)
 
 
