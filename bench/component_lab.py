@@ -71,12 +71,11 @@ sys.path.insert(0, str(ROOT / "stages"))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from blend import fold_forecasts  # noqa: E402  (stages/blend.py: the stage's own evidence)
-from train import new_model  # noqa: E402  (stages/train.py: a head's model from the seed)
+from train import fold_model  # noqa: E402  (stages/train.py: a head's configuration on a fold)
 from quality import finished_projects  # noqa: E402
 
 from spreadcast import config  # noqa: E402
 from spreadcast.evaluation import blend, metric, own  # noqa: E402
-from spreadcast.features.windows import head_data  # noqa: E402
 from spreadcast.model.inference import predict  # noqa: E402
 from spreadcast.training.loop import fit as train_fit  # noqa: E402
 from spreadcast.evaluation.walkforward import (  # noqa: E402
@@ -209,13 +208,11 @@ class Project:
         cfg = config.load("train", self.root / "params.yaml")
         cfg = dataclasses.replace(cfg, patience=cfg.epochs + 1)          # never stopped by the fold's own days
         fit_rows, test_rows = folds(t.splits.train, self.n_folds, self.delay)[k]
-        inputs = t.fold_inputs[k]
         out = np.zeros((test_rows.size, len(t.target_names)))
         for lag in sorted({int(v) for v in t.target_lags}):
             cols = t.head(lag)
             epochs = json.loads((self.root / "artifacts" / "metrics" / f"train_lag{lag}.json").read_text())["best_epoch"]
-            data = dataclasses.replace(head_data(t, lag, inputs), train_rows=fit_rows, val_rows=test_rows)
-            model = new_model(cfg, data, len(inputs), int(cols.size), t.history, torch.device("cpu"))
+            data, model = fold_model(lag, cfg, self.n_folds, k, t, torch.device("cpu"))
             caught = {}
 
             def stop_after(epoch, model, epochs=epochs):
@@ -223,7 +220,7 @@ class Project:
                     caught["forecast"] = predict(model, data.windows, test_rows, 256)
                     raise _Enough
 
-            meta = {"model": model.cfg.to_dict(), "lag": lag, "features": inputs, "fold": k + 1}
+            meta = {"model": model.cfg.to_dict(), "lag": lag, "features": t.fold_inputs[k], "fold": k + 1}
             with tempfile.TemporaryDirectory() as tmp:
                 try:
                     train_fit(model, data, cfg, Path(tmp), meta, on_epoch=stop_after, keep=None)

@@ -102,6 +102,17 @@ def train(args, cfg: config.TrainConfig, n_folds: int, ctx: distributed.Context,
                               **{f"val_{k}": v for k, v in summary["val"].items()}})
 
 
+def fold_model(lag: int, cfg: config.TrainConfig, n_folds: int, k: int, tensors,
+               device: torch.device) -> tuple:
+    """The head's configuration on walk-forward fold k (0 the oldest): its data, with the fold's
+    fitting days to train on, the fold's days as its validation days and the inputs screened on
+    the fitting days, and a model from the seed."""
+    fit_rows, test_rows = folds(tensors.splits.train, n_folds, embargo_of(tensors.target_lags))[k]
+    inputs = tensors.fold_inputs[k]
+    data = dataclasses.replace(head_data(tensors, lag, inputs), train_rows=fit_rows, val_rows=test_rows)
+    return data, new_model(cfg, data, len(inputs), int(tensors.head(lag).size), tensors.history, device)
+
+
 def fold_curves(lag: int, cfg: config.TrainConfig, n_folds: int, tensors, meta: dict, work: Path,
                 ctx: distributed.Context, device: torch.device) -> list[dict]:
     """Each of the last `cfg.epoch_folds` walk-forward folds: the head's configuration trained on
@@ -109,14 +120,10 @@ def fold_curves(lag: int, cfg: config.TrainConfig, n_folds: int, tensors, meta: 
     the fold after every epoch."""
     if cfg.epoch_folds == 0:
         return []
-    cols = tensors.head(lag)
     out = []
-    splits = folds(tensors.splits.train, n_folds, embargo_of(tensors.target_lags))
     for k in range(n_folds - cfg.epoch_folds, n_folds):
-        fit_rows, test_rows = splits[k]
-        inputs = tensors.fold_inputs[k]
-        data = dataclasses.replace(head_data(tensors, lag, inputs), train_rows=fit_rows, val_rows=test_rows)
-        model = new_model(cfg, data, len(inputs), int(cols.size), tensors.history, device)
+        data, model = fold_model(lag, cfg, n_folds, k, tensors, device)
+        fit_rows, test_rows, inputs = data.train_rows, data.val_rows, tensors.fold_inputs[k]
         if ctx.main:      # (`fit` places the windows on the device)
             print(f"train lag {lag}: walk-forward fold {k + 1} of {n_folds} for the number of epochs: "
                   f"{fit_rows.size} fitting days, scored on {test_rows.size} days from date "
