@@ -3,7 +3,7 @@ own-series components, measured on the projects `bench/quality.py --work DIR` ke
 rerunning a stage.
 
 usage: python bench/component_lab.py --work DIR [--markets default,levels,...]
-                                     [--variants base,refit,...] [--every 10]
+                                     [--variants base,refit,...] [--every 10] [--evidence-folds 2]
                                      [--out bench/results/component_lab.json]
 
 For each finished market project under DIR it rebuilds what the `blend` stage fits the weights
@@ -41,19 +41,22 @@ Variants:
 - `no_transformer`: the blend of the ridge, the prior and the own-series fit alone (the
   transformer's forecasts zero on the evidence and the holdout): what the transformer's weight,
   which rests on the validation days alone, adds.
-- `fold_transformer`: the transformer also forecasts the last walk-forward fold, so its weight
-  rests on days no choice was made on as well: each head's training configuration (the train
-  stage's, on the fold's own screened inputs, the same seed) trained on the fold's fitting days
-  for as many epochs as the head's training chose on the validation days, with no early
-  stopping on the fold, forecasts the fold. (The served heads are pruned and fine-tuned after
-  that training; the fold's forecasts are of the training configuration.)
+- `fold_transformer`: the transformer also forecasts the last `--evidence-folds` walk-forward
+  folds (default 2), so its weight rests on days no choice was made on as well: each head's
+  training configuration (the train stage's, on the fold's own screened inputs, the same seed)
+  trained on the fold's fitting days for as many epochs as the head's training chose, with no
+  early stopping on the fold, forecasts the fold (`train.evidence_folds`, `stages/train.py`'s
+  `fold_evidence`; it replaces any fold forecasts the project has). The served heads are pruned
+  and fine-tuned after that training; the folds' forecasts are of the training configuration.
+- `fold_only`: the same folds' forecasts, and the transformer's weight rests on them alone (its
+  forecasts of the validation days, on which its epochs, prune count and fine-tuning were
+  chosen, left out of the evidence; the holdout is forecast by the served heads as always).
 
 The sums are over the markets other than `null`, where there is nothing to gain.
 """
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import functools
 import json
 import sys
@@ -70,27 +73,22 @@ sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "stages"))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from blend import fold_forecasts  # noqa: E402  (stages/blend.py: the stage's own evidence)
-from train import fold_model  # noqa: E402  (stages/train.py: a head's configuration on a fold)
+from blend import fold_forecasts, transformer_evidence  # noqa: E402  (stages/blend.py: the stage's evidence)
+from train import chosen_epochs, fold_evidence  # noqa: E402  (stages/train.py: a head's configuration on the folds)
 from quality import finished_projects  # noqa: E402
 
 from spreadcast import config  # noqa: E402
 from spreadcast.evaluation import blend, metric, own  # noqa: E402
-from spreadcast.model.inference import predict  # noqa: E402
-from spreadcast.training.loop import fit as train_fit  # noqa: E402
 from spreadcast.evaluation.walkforward import (  # noqa: E402
     RidgeChoice, _RidgePath, embargo_of, fit_ridge, folds, leading_columns, recency_weights, select_ridge)
 from spreadcast.features import windows  # noqa: E402
 from spreadcast.serve.predictor import load_heads, predict_rows  # noqa: E402
+from spreadcast.training import distributed  # noqa: E402
 
 VARIANTS = ("base", "refit", "online", "families", "rank_target", "sharpe", "reduced_rank", "stack", "pooled",
-            "no_transformer", "fold_transformer")
+            "no_transformer", "fold_transformer", "fold_only")
 RANKS = (1, 2, 4, 8, 16, 0)  # reduced_rank's candidates (0: every direction, the ridge itself)
 GREEDY_GAIN = 0.01          # a family joins the ridge's inputs only if the folds' mean rises by more
-
-
-class _Enough(Exception):
-    """Stops a fold's training once it has trained the chosen number of epochs."""
 
 
 class Project:
@@ -114,10 +112,12 @@ class Project:
         self.prior = blend.prior_series(t.raw_labels, self.delay)
         self.ridge = RidgeChoice(self.choice["ridge"]["alpha"], self.choice["ridge"]["halflife"], [])
         self.own_alpha = self.choice["own"]["alpha"]
-        heads = load_heads(art / "finetune", params["data"]["lags"])
+        self.lags = params["data"]["lags"]
+        heads = load_heads(art / "finetune", self.lags)
         splits = t.splits
         self.evidence = fold_forecasts(t, self.every, self.y, self.z, self.prior, self.fold_columns, self.ridge,
-                                       self.own_alpha, self.n_folds, self.delay)
+                                       self.own_alpha, self.n_folds, self.delay,
+                                       transformer_evidence(art / "train", self.lags, t, self.n_folds))
         self.val = self._components(splits.val, splits.train, predict_rows(heads, t, splits.val))
         self.holdout = self._components(splits.holdout, splits.train, predict_rows(heads, t, splits.holdout))
 
@@ -197,38 +197,27 @@ class Project:
         parts = [comps for _, _, comps in self.evidence] + [self.val]
         return self.score(holdout=zero(self.holdout), extra=[zero(c) for c in parts])
 
-    def fold_transformer(self) -> dict:
-        parts = [{} for _ in self.evidence] + [{}]
-        parts[self.n_folds - 1] = {"transformer": self.fold_forecasts()}
+    def fold_transformer(self, n_evidence: int, validation: bool = True) -> dict:
+        forecasts = self.fold_forecasts(n_evidence)
+        parts = [{"transformer": forecasts.get(k, np.zeros_like(comps["transformer"]))}
+                 for k, (_, _, comps) in enumerate(self.evidence)]
+        parts.append({} if validation else {"transformer": np.zeros_like(self.val["transformer"])})
         return self.score(extra=parts)
 
-    def fold_forecasts(self) -> np.ndarray:
-        """The transformer's forecasts of the last walk-forward fold (`fold_transformer`)."""
-        t, k = self.tensors, self.n_folds - 1
+    @functools.cache
+    def fold_forecasts(self, n_evidence: int) -> dict[int, np.ndarray]:
+        """{fold k (0 the oldest): the transformer's forecasts} of the last `n_evidence` folds."""
+        t = self.tensors
         cfg = config.load("train", self.root / "params.yaml")
-        cfg = dataclasses.replace(cfg, patience=cfg.epochs + 1)          # never stopped by the fold's own days
-        fit_rows, test_rows = folds(t.splits.train, self.n_folds, self.delay)[k]
-        out = np.zeros((test_rows.size, len(t.target_names)))
-        for lag in sorted({int(v) for v in t.target_lags}):
-            cols = t.head(lag)
-            epochs = json.loads((self.root / "artifacts" / "metrics" / f"train_lag{lag}.json").read_text())["best_epoch"]
-            data, model = fold_model(lag, cfg, self.n_folds, k, t, torch.device("cpu"))
-            caught = {}
-
-            def stop_after(epoch, model, epochs=epochs):
-                if epoch == epochs:       # the model has trained `epochs` epochs
-                    caught["forecast"] = predict(model, data.windows, test_rows, 256)
-                    raise _Enough
-
-            meta = {"model": model.cfg.to_dict(), "lag": lag, "features": t.fold_inputs[k], "fold": k + 1}
+        out = {}
+        for lag in self.lags:
+            trained = json.loads((self.root / "artifacts" / "metrics" / f"train_lag{lag}.json").read_text())
             with tempfile.TemporaryDirectory() as tmp:
-                try:
-                    train_fit(model, data, cfg, Path(tmp), meta, on_epoch=stop_after, keep=None)
-                except _Enough:
-                    pass
-            out[:, cols] = caught["forecast"] if "forecast" in caught else predict(model, data.windows, test_rows, 256)
-            print(f"  lag {lag}: trained {epochs} epochs on {fit_rows.size} fitting days; fold Sharpe "
-                  f"{metric.summary(t.raw_labels[test_rows][:, cols], out[:, cols])['sharpe']:+.3f}", flush=True)
+                found = fold_evidence(lag, cfg, self.n_folds, t, chosen_epochs(trained), {"lag": lag}, Path(tmp),
+                                      distributed.SINGLE, torch.device("cpu"), n_evidence)
+            for number, entry in found.items():
+                rows = np.flatnonzero(np.isin(t.date_ids, entry["dates"]))
+                out.setdefault(number - 1, np.zeros((rows.size, t.target_lags.size)))[:, t.head(lag)] = entry["forecast"]
         return out
 
     def reduced_rank(self) -> dict:
@@ -390,6 +379,7 @@ def main() -> None:
     p.add_argument("--markets", default=None, help="comma-separated (default: every project in --work)")
     p.add_argument("--variants", default=",".join(VARIANTS))
     p.add_argument("--every", type=int, default=10, help="holdout days between the online variant's refits")
+    p.add_argument("--evidence-folds", type=int, default=2, help="folds the fold_transformer variant forecasts")
     p.add_argument("--out", default=str(ROOT / "bench" / "results" / "component_lab.json"))
     args = p.parse_args()
     work = Path(args.work)
@@ -407,13 +397,15 @@ def main() -> None:
         row = {}
         for name in variants:
             row[name] = (base if name == "base" else project.online(args.every) if name == "online"
+                         else project.fold_transformer(args.evidence_folds) if name == "fold_transformer"
+                         else project.fold_transformer(args.evidence_folds, False) if name == "fold_only"
                          else getattr(project, name)())
         table[market] = row
         print(f"{market:10s} " + "  ".join(f"{v} {r['model']:+.3f} (ridge {r['ridge']:+.3f}, own {r['own']:+.3f})"
                                           for v, r in row.items()), flush=True)
     sums = {v: round(sum(table[m][v]["model"] for m in table if m != "null"), 3) for v in variants}
     print("sum of the model over the markets but null: " + "  ".join(f"{v} {s:+.3f}" for v, s in sums.items()))
-    result = {"markets": table, "sums": sums, "every": args.every, "wall_s": round(time.perf_counter() - start)}
+    result = {"markets": table, "sums": sums, "every": args.every, "evidence_folds": args.evidence_folds, "wall_s": round(time.perf_counter() - start)}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
     print(f"-> {args.out}")

@@ -38,7 +38,7 @@ LAG_STAGES = [
                  "--out {d}/finetune/lag{k} --metrics {d}/metrics/finetune_lag{k}.json --work {d}/work/finetune_lag{k}"),
 ]
 FINAL_STAGES = [
-    ("blend", "blend.py --data {d}/data --tensors {d}/tensors --models {d}/finetune --out {d}/blend"),
+    ("blend", "blend.py --data {d}/data --tensors {d}/tensors --train {d}/train --models {d}/finetune --out {d}/blend"),
     ("evaluate", "evaluate.py --data {d}/data --tensors {d}/tensors --models {d}/finetune --blend {d}/blend "
                  "--oracle {d}/oracle "
                  "--out {d}/evaluate --metrics {d}/metrics/evaluate.json"),

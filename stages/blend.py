@@ -7,7 +7,8 @@ model input; fewer than all only where the folds show more than one standard err
 penalty and recency half-life, and the own-series fit's penalty, are chosen by
 walk-forward folds over the training days (`spreadcast.evaluation.walkforward`; each fold's
 ridge reads the inputs the prescreen chose on that fold's fitting days). The blend's weights are
-fit on the folds' forecasts and the validation days' (`blend.fit_on`), one set for every lag
+fit on the folds' forecasts and the validation days' (`blend.fit_on`; the transformer's on the
+folds the train stage forecast, `train.evidence_folds`, and on the validation days), one set for every lag
 (`blend.pool_lags`) or one per lag. Writes `blend.json`
 (weights; every fold's and the validation days' Sharpe and mean IC per component, overall and
 per lag; each candidate's fold scores; the inputs the ridge and the own-series fit read), the
@@ -17,7 +18,8 @@ serving), the ridge baseline on every model input (`ridge_baseline_*`, training 
 and half-life chosen on the same folds: what `evaluate` compares with), and the prior's sums
 over the label rows complete by the last training day (`prior_*`), which serving keeps updating.
 
-usage: python stages/blend.py --data artifacts/data --tensors artifacts/tensors --models artifacts/finetune --out artifacts/blend
+usage: python stages/blend.py --data artifacts/data --tensors artifacts/tensors --train artifacts/train \
+           --models artifacts/finetune --out artifacts/blend
 """
 from pathlib import Path
 
@@ -29,7 +31,8 @@ from spreadcast.evaluation.baseline import predict_ridge
 from spreadcast.evaluation.walkforward import (choose_columns, embargo_of, fit_ridge, folds, leading_columns,
                                                select_ridge)
 from spreadcast.features import windows
-from spreadcast.io import atomic_dir, read_json, save_arrays, write_json
+from spreadcast.errors import DataError
+from spreadcast.io import atomic_dir, load_array, read_json, save_arrays, write_json
 from spreadcast.serve.predictor import load_heads, predict_rows
 
 
@@ -37,6 +40,7 @@ def main() -> None:
     p = cli.parser(__doc__)
     p.add_input("--data")
     p.add_input("--tensors")
+    p.add_input("--train", help="the train stage's heads (their walk-forward fold forecasts, if any)")
     p.add_input("--models")
     p.add_output("--out")
     args = p.parse_args()
@@ -83,7 +87,12 @@ def main() -> None:
                   "own": own.predict(z[val], own_train)}
     # out-of-sample evidence: every walk-forward fold (the ridge, own-series fit and prior, each
     # fit before the fold), then the validation days (all four components)
-    evidence = fold_forecasts(tensors, every, y, z, prior, fold_columns, choice, own_choice.alpha, n_folds, delay)
+    transformer = transformer_evidence(Path(args.train), lags, tensors, n_folds)
+    if transformer:
+        print(f"blend: the transformer's forecasts of fold {', '.join(str(k + 1) for k in sorted(transformer))} "
+              f"(train.evidence_folds) join the validation days' as evidence for its weight")
+    evidence = fold_forecasts(tensors, every, y, z, prior, fold_columns, choice, own_choice.alpha, n_folds, delay,
+                              transformer)
     evidence.append(("validation", val, components))
     used = evidence if cfg.fit_on == "walk_forward" else evidence[-1:]
     fitted = blend.fit({name: np.vstack([c[name] for _, _, c in used]) for name in blend.COMPONENTS},
@@ -125,29 +134,61 @@ def main() -> None:
               + "  ".join(f"{n} {v:+.3f}" for n, v in entry["sharpe"].items()))
 
 
-def fold_forecasts(tensors, every, y, z, prior, fold_columns, ridge, own_alpha, n_folds, delay):
+def fold_forecasts(tensors, every, y, z, prior, fold_columns, ridge, own_alpha, n_folds, delay,
+                   transformer: dict[int, np.ndarray] | None = None):
     """(name, test rows, components) of each walk-forward fold over the training days: the ridge on the
     inputs screened on the fold's fitting days and the own-series fit, both fit on those days with
-    the chosen settings, and the prior. The transformer is trained once, on every training day,
-    so it forecasts no fold: its component there is zero (the blend learns its weight from the
-    validation days alone)."""
+    the chosen settings, and the prior. The transformer's forecasts of fold k are `transformer[k]`
+    (0 the oldest) where given, from its configuration trained on the fold's fitting days; on
+    the other folds its component is zero (its weight rests on the folds it forecast and the
+    validation days)."""
+    transformer = transformer or {}
     out = []
     raw, lags = tensors.raw_labels, tensors.target_lags
     for k, (fit_rows, test_rows) in enumerate(folds(tensors.splits.train, n_folds, delay)):
         xk = every[:, fold_columns[k]]
         w, b = fit_ridge(xk, y, ridge.alpha, fit_rows, ridge.halflife)
         coef = own.fit(z[fit_rows], raw[fit_rows], lags, own_alpha)
-        out.append((f"fold {k + 1}", test_rows, {"transformer": np.zeros((test_rows.size, raw.shape[1])),
+        forecast = transformer.get(k, np.zeros((test_rows.size, raw.shape[1])))
+        out.append((f"fold {k + 1}", test_rows, {"transformer": forecast,
                                 "ridge": predict_ridge(w, b, xk[test_rows]), "prior": prior[test_rows],
                                 "own": own.predict(z[test_rows], coef)}))
     return out
 
 
+def transformer_evidence(train: Path, lags: list[int], tensors, n_folds: int) -> dict[int, np.ndarray]:
+    """{fold k (0 the oldest): the transformer's forecasts of the fold's days, every target} for
+    each fold that every lag head forecast (`train.evidence_folds`, in `train/lagK/evidence`)."""
+    fold_rows = [test for _, test in folds(tensors.splits.train, n_folds, embargo_of(tensors.target_lags))]
+    found: dict[int, np.ndarray] = {}
+    counts = {}
+    for lag in lags:
+        folder = train / f"lag{lag}" / "evidence"
+        for k, rows in enumerate(fold_rows):
+            dates, forecast = folder / f"fold{k + 1}_dates.npy", folder / f"fold{k + 1}_forecast.npy"
+            if not dates.exists():
+                continue
+            if not np.array_equal(load_array(dates), tensors.date_ids[rows]):
+                raise DataError(f"{dates}: the dates differ from walk-forward fold {k + 1}'s of these tensors; "
+                                f"rerun the train stage")
+            cols = tensors.head(lag)
+            values = load_array(forecast)
+            if values.shape != (rows.size, cols.size):
+                raise DataError(f"{forecast}: shape {values.shape}, expected {(rows.size, cols.size)} "
+                                f"(fold {k + 1}'s days x lag {lag}'s targets)")
+            found.setdefault(k, np.zeros((rows.size, tensors.target_lags.size)))[:, cols] = values
+            counts[k] = counts.get(k, 0) + 1
+    partial = sorted(k + 1 for k, c in counts.items() if c < len(lags))
+    if partial:
+        raise DataError(f"{train}: fold {partial[0]}'s forecasts are missing for some lag heads; rerun the train stage")
+    return found
+
+
 def fold_report(tensors, name, rows, components, fitted) -> dict:
     """Sharpe of each component's forecast on the rows and of the blend, overall and per lag,
-    with the mean daily IC per lag (the transformer on the validation days only)."""
+    with the mean daily IC per lag (the transformer where it forecast the rows)."""
     raw, lags = tensors.raw_labels[rows], tensors.target_lags
-    scored = {n: c for n, c in components.items() if n != "transformer" or name == "validation"}
+    scored = {n: c for n, c in components.items() if n != "transformer" or np.any(c)}
     scored["blend"] = fitted.combine(components, lags)
     per_lag = {}
     for lag in np.unique(lags):

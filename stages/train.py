@@ -11,18 +11,26 @@ The validation days choose the number of epochs (the best epoch, and early stopp
 the fitting days of each of the last n walk-forward folds (inputs from that fold's own screen)
 and is scored on the fold every epoch; the head's best epoch and early stopping then follow the
 mean of its validation Sharpe and those folds' at each epoch.
+
+With `train.evidence_folds: n > 0` the same configuration then trains on the fitting days of
+each of the last n folds for as many epochs as the head chose (no early stopping on the fold)
+and forecasts the fold's days; the forecasts go to --out/evidence, where the blend finds its
+evidence for the transformer's weight on days that chose nothing.
 """
 import dataclasses
 from pathlib import Path
 
+import numpy as np
 import torch
 from spreadcast import cli, config
 from spreadcast.features import windows
-from spreadcast.io import atomic_dir, write_json
+from spreadcast.evaluation import metric
+from spreadcast.io import atomic_dir, save_arrays, write_json
 from spreadcast.model.net import ModelConfig, SpreadTransformer
 from spreadcast.training import distributed, linear
 from spreadcast.training.device import attention_backend, place_windows, set_precision
 from spreadcast.features.windows import head_data
+from spreadcast.model.inference import predict
 from spreadcast.training.loop import data_fingerprint, fit, move_checkpoints, open_live
 from spreadcast.evaluation.walkforward import embargo_of, folds
 
@@ -56,8 +64,9 @@ def main() -> None:
     args = p.parse_args()
     cfg = config.load("train", args.params)
     n_folds = config.load("walkforward", args.params).folds
-    if cfg.epoch_folds > n_folds:
-        raise config.ConfigError(f"train.epoch_folds: {cfg.epoch_folds} is more than walkforward.folds ({n_folds})")
+    for key in ("epoch_folds", "evidence_folds"):
+        if getattr(cfg, key) > n_folds:
+            raise config.ConfigError(f"train.{key}: {getattr(cfg, key)} is more than walkforward.folds ({n_folds})")
     distributed.run(cfg.processes, lambda ctx, device: train(args, cfg, n_folds, ctx, device))
 
 
@@ -88,18 +97,31 @@ def train(args, cfg: config.TrainConfig, n_folds: int, ctx: distributed.Context,
     earlier = fold_curves(args.lag, cfg, n_folds, tensors, meta, work, ctx, device)
     reference = [entry["curve"] for entry in earlier]
     if not ctx.main:                           # other ranks train; rank 0 alone writes
-        fit(model, data, cfg, work, meta, ctx=ctx, reference=reference)
+        summary = fit(model, data, cfg, work, meta, ctx=ctx, reference=reference)
+        fold_evidence(args.lag, cfg, n_folds, tensors, chosen_epochs(summary), meta, work, ctx, device)
         return
     with atomic_dir(args.out) as tmp:
         live = open_live(tmp / "live")
         summary = fit(model, data, cfg, work, meta, live=live, ctx=ctx, reference=reference)
         if live is not None:
             live.end()
+        evidence = fold_evidence(args.lag, cfg, n_folds, tensors, chosen_epochs(summary), meta, work, ctx, device)
+        if evidence:
+            (tmp / "evidence").mkdir()
+            save_arrays(tmp / "evidence", **{f"fold{k}_{name}": v for k, entry in evidence.items()
+                                             for name, v in (("dates", entry["dates"]), ("forecast", entry["forecast"]))})
         move_checkpoints(work, tmp)
     write_json(args.metrics, {"lag": args.lag, "best_epoch": summary["best_epoch"],
                               "epochs_run": summary["epochs_run"], "parameters": n_params,
                               "collapsed_epochs": summary["collapsed_epochs"], "epoch_folds": earlier,
+                              "evidence_folds": [{"fold": k, "epochs": entry["epochs"], "sharpe": entry["sharpe"]}
+                                                 for k, entry in evidence.items()],
                               **{f"val_{k}": v for k, v in summary["val"].items()}})
+
+
+def chosen_epochs(summary: dict) -> int:
+    """How many epochs the head's training kept (its best epoch; all it ran if none was best)."""
+    return summary["best_epoch"] if summary["best_epoch"] > 0 else summary["epochs_run"]
 
 
 def fold_model(lag: int, cfg: config.TrainConfig, n_folds: int, k: int, tensors,
@@ -133,6 +155,32 @@ def fold_curves(lag: int, cfg: config.TrainConfig, n_folds: int, tensors, meta: 
         out.append({"fold": k + 1, "dates": [int(tensors.date_ids[test_rows[0]]), int(tensors.date_ids[test_rows[-1]])],
                     "best_epoch": summary["best_epoch"],
                     "curve": [round(float(r["val_sharpe"]), 6) for r in summary["history"]]})
+    return out
+
+
+def fold_evidence(lag: int, cfg: config.TrainConfig, n_folds: int, tensors, epochs: int, meta: dict, work: Path,
+                  ctx: distributed.Context, device: torch.device, n_evidence: int | None = None) -> dict[int, dict]:
+    """Forecasts of each of the last `n_evidence` (default `cfg.evidence_folds`) walk-forward
+    folds by the head's configuration (its own screen's inputs, the same seed) trained on the
+    fold's fitting days for `epochs` epochs of its schedule, the number the head's training
+    chose, with no early stopping on the fold's days: {fold number: its dates, the forecasts
+    (days x the head's targets), their Sharpe, the epochs}."""
+    n_evidence = cfg.evidence_folds if n_evidence is None else n_evidence
+    through = dataclasses.replace(cfg, patience=cfg.epochs + 1)     # the fold's own days stop nothing
+    out = {}
+    for k in range(n_folds - n_evidence, n_folds):
+        data, model = fold_model(lag, through, n_folds, k, tensors, device)
+        if ctx.main:
+            print(f"train lag {lag}: walk-forward fold {k + 1} of {n_folds} for the blend's evidence: "
+                  f"{epochs} epochs on {data.train_rows.size} fitting days", flush=True)
+        fit(model, data, through, work / f"evidence{k + 1}", {**meta, "features": tensors.fold_inputs[k],
+                                                              "fold": k + 1}, ctx=ctx, keep=None, stop_at=epochs)
+        forecast = predict(model, data.windows, data.val_rows, cfg.batch_size)
+        sharpe = metric.summary(tensors.raw_labels[data.val_rows][:, tensors.head(lag)], forecast)["sharpe"]
+        if ctx.main:
+            print(f"  fold {k + 1}: Sharpe {sharpe:+.3f} on {data.val_rows.size} days", flush=True)
+        out[k + 1] = {"dates": tensors.date_ids[data.val_rows].astype(np.int64), "forecast": forecast.astype(np.float32),
+                      "sharpe": round(float(sharpe), 4), "epochs": epochs}
     return out
 
 

@@ -63,7 +63,7 @@ PER_LAG = [
     "finetune.py --lag {k} --tensors {d}/tensors --train {d}/train/lag{k} --prune {d}/prune/lag{k} "
     "--out {d}/finetune/lag{k} --metrics {d}/metrics/finetune_lag{k}.json --work {d}/work/finetune_lag{k}",
 ]
-BLEND = "blend.py --data {d}/data --tensors {d}/tensors --models {d}/finetune --out {d}/blend"
+BLEND = "blend.py --data {d}/data --tensors {d}/tensors --train {d}/train --models {d}/finetune --out {d}/blend"
 SUBMIT = ("submit.py --data {d}/data --tensors {d}/tensors --models {d}/finetune --blend {d}/blend --oracle {d}/oracle "
           "--out {d}/submission --metrics {d}/metrics/submit.json --train {d}/train --work {d}/work/refit")
 EVALUATE = ("evaluate.py --data {d}/data --tensors {d}/tensors --models {d}/finetune --blend {d}/blend "

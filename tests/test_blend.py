@@ -91,3 +91,59 @@ def test_pooled_weights_are_one_fit_over_every_lag():
     assert per_lag.weights[1] != per_lag.weights[2]                 # each lag's own fit differs
     np.testing.assert_allclose(pooled.combine(components, lags), blend.fit(
         components, labels, np.ones_like(lags), 0.3).combine(components, np.ones_like(lags)))
+
+
+def test_blend_stage_weighs_the_transformer_on_the_folds_it_forecast(tiny_project, tmp_path):
+    """Fold forecasts in `train/lagK/evidence` (`train.evidence_folds`) join the transformer's
+    evidence: near-perfect forecasts of the last fold raise its weight on every lag and the fold's
+    report scores it; forecasts dated other than the fold's days, or missing for one lag head,
+    stop the stage with the file or fold named."""
+    import json
+    import shutil
+    import subprocess
+    import sys
+
+    import yaml
+
+    from conftest import BLEND, ROOT, stage
+    from spreadcast.evaluation.walkforward import embargo_of, folds
+    from spreadcast.features import windows
+
+    art = tmp_path / "artifacts"
+    for name in ("data", "tensors", "train", "finetune"):
+        shutil.copytree(tiny_project / "artifacts" / name, art / name)
+    shutil.copy(tiny_project / "params.yaml", tmp_path / "params.yaml")
+    params = yaml.safe_load((tmp_path / "params.yaml").read_text())
+    n_folds, lags = params["walkforward"]["folds"], params["data"]["lags"]
+    tensors = windows.load(art / "tensors")
+    rows = folds(tensors.splits.train, n_folds, embargo_of(tensors.target_lags))[-1][1]
+    for lag in lags:                                      # first without any fold forecasts
+        shutil.rmtree(art / "train" / f"lag{lag}" / "evidence", ignore_errors=True)
+    stage(BLEND, tmp_path / "params.yaml", in_process=True, d=str(art))
+    theirs = json.loads((art / "blend" / "blend.json").read_text())
+    assert all("transformer" not in e["sharpe"] for e in theirs["walk_forward"][:-1])
+    rng = np.random.default_rng(0)
+    for lag in lags:
+        folder = art / "train" / f"lag{lag}" / "evidence"
+        folder.mkdir()
+        np.save(folder / f"fold{n_folds}_dates.npy", tensors.date_ids[rows])
+        truth = np.nan_to_num(tensors.raw_labels[rows][:, tensors.head(lag)])
+        np.save(folder / f"fold{n_folds}_forecast.npy", truth + 0.5 * truth.std() * rng.standard_normal(truth.shape))
+    stage(BLEND, tmp_path / "params.yaml", in_process=True, d=str(art))
+    ours = json.loads((art / "blend" / "blend.json").read_text())
+    for lag in map(str, lags):
+        assert ours["blend"]["weights"][lag][0] > theirs["blend"]["weights"][lag][0]
+    *earlier, last, validation = ours["walk_forward"]
+    assert last["sharpe"]["transformer"] > 1.0 and all("transformer" not in e["sharpe"] for e in earlier)
+    assert "transformer" in validation["sharpe"]
+
+    argv = [sys.executable, str(ROOT / "stages" / "blend.py"), "--params", str(tmp_path / "params.yaml"),
+            *BLEND.format(d=str(art)).split()[1:]]
+    dates = art / "train" / f"lag{lags[0]}" / "evidence" / f"fold{n_folds}_dates.npy"
+    np.save(dates, tensors.date_ids[rows] + 1)
+    refused = subprocess.run(argv, capture_output=True, text=True)
+    assert refused.returncode == 1 and str(dates) in refused.stderr
+    shutil.rmtree(dates.parent)
+    refused = subprocess.run(argv, capture_output=True, text=True)
+    assert refused.returncode == 1 and f"fold {n_folds}'s forecasts are missing" in refused.stderr
+    assert json.loads((art / "blend" / "blend.json").read_text()) == ours        # nothing replaced on failure

@@ -216,3 +216,88 @@ def test_train_stage_chooses_epochs_with_a_walk_forward_fold(tiny_project, tmp_p
     (project / "params.yaml").write_text(yaml.safe_dump(params))
     refused = subprocess.run(argv, cwd=project, capture_output=True, text=True)
     assert refused.returncode != 0 and "train.epoch_folds" in refused.stderr
+
+
+def test_a_run_stopped_at_an_epoch_is_the_full_run_at_that_epoch(tmp_path):
+    """`stop_at=2` trains two epochs of the four-epoch schedule: the weights equal those of the
+    uninterrupted run after its second epoch (the learning rate did not follow a shorter schedule)."""
+    seen = {}
+
+    def catch(epoch, model):
+        if epoch == 2:                                   # before the third epoch: two epochs trained
+            seen.update({k: v.clone() for k, v in model.state_dict().items()})
+
+    full = make_model()
+    loop.fit(full, make_data(), CFG, tmp_path / "full", {"model": full.cfg.to_dict()}, on_epoch=catch, keep=None)
+    stopped = make_model()
+    summary = loop.fit(stopped, make_data(), CFG, tmp_path / "stopped", {"model": stopped.cfg.to_dict()},
+                       keep=None, stop_at=2)
+    assert len(summary["history"]) == 2
+    for key, value in stopped.state_dict().items():
+        torch.testing.assert_close(value, seen[key], rtol=0, atol=0, msg=key)
+    shorter = make_model()
+    loop.fit(shorter, make_data(), dataclasses.replace(CFG, epochs=2), tmp_path / "shorter",
+             {"model": shorter.cfg.to_dict()}, keep=None)
+    assert any(not torch.equal(v, seen[k]) for k, v in shorter.state_dict().items())
+
+
+def test_train_stage_forecasts_the_last_folds_for_the_blend(tiny_project, tmp_path):
+    """`train.evidence_folds: 2`: after the head, its configuration trains on each of the last two
+    folds' fitting days for the head's chosen epochs and forecasts the fold's days, saved with
+    their dates under --out/evidence. Those forecasts read no label of the fold's days or
+    later (changing every such label leaves them the same). More folds than `walkforward.folds`
+    is refused, naming the key."""
+    import importlib.util
+    import json
+    import subprocess
+    import sys
+
+    import yaml
+
+    from conftest import ROOT, tensors_project
+    from spreadcast.evaluation.walkforward import embargo_of, folds
+    from spreadcast.features import windows
+    from spreadcast.training import distributed
+
+    project, params = tensors_project(tiny_project, tmp_path / "p", epochs=3, patience=3, evidence_folds=2)
+    argv = [sys.executable, str(ROOT / "stages" / "train.py"), "--lag", "1", "--tensors", "artifacts/tensors",
+            "--out", "artifacts/train", "--metrics", "artifacts/train.json", "--work", "artifacts/.work/train"]
+    done = subprocess.run(argv, cwd=project, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "for the blend's evidence" in done.stdout
+    metrics = json.loads((project / "artifacts" / "train.json").read_text())
+    n_folds = params["walkforward"]["folds"]
+    assert [e["fold"] for e in metrics["evidence_folds"]] == [n_folds - 1, n_folds]
+    assert all(e["epochs"] == metrics["best_epoch"] for e in metrics["evidence_folds"])
+    tensors = windows.load(project / "artifacts" / "tensors")
+    splits = folds(tensors.splits.train, n_folds, embargo_of(tensors.target_lags))
+    saved = project / "artifacts" / "train" / "evidence"
+    for number in (n_folds - 1, n_folds):
+        test_rows = splits[number - 1][1]
+        np.testing.assert_array_equal(np.load(saved / f"fold{number}_dates.npy"), tensors.date_ids[test_rows])
+        forecast = np.load(saved / f"fold{number}_forecast.npy")
+        assert forecast.shape == (test_rows.size, tensors.head(1).size) and np.isfinite(forecast).all()
+        assert forecast.std() > 0
+    assert not (project / "artifacts" / ".work" / "train").exists()
+
+    spec = importlib.util.spec_from_file_location("train_stage", ROOT / "stages" / "train.py")
+    train_stage = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(train_stage)
+    cfg = dataclasses.replace(TrainConfig(**params["train"]), evidence_folds=1)
+    meta = {"lag": 1}
+
+    def forecasts(t, name):
+        found = train_stage.fold_evidence(1, cfg, n_folds, t, 2, meta, tmp_path / name, distributed.SINGLE,
+                                          torch.device("cpu"))
+        return found[n_folds]["forecast"]
+
+    first = forecasts(tensors, "a")
+    later = np.arange(splits[-1][1][0], tensors.date_ids.size)        # the last fold's days and after
+    tensors.raw_labels[later] = -tensors.raw_labels[later] + 1.0
+    tensors.labels[later] = -tensors.labels[later] + 1.0
+    np.testing.assert_array_equal(forecasts(tensors, "b"), first)
+
+    params["train"]["evidence_folds"] = n_folds + 1
+    (project / "params.yaml").write_text(yaml.safe_dump(params))
+    refused = subprocess.run(argv, cwd=project, capture_output=True, text=True)
+    assert refused.returncode != 0 and "train.evidence_folds" in refused.stderr

@@ -271,6 +271,7 @@ class TrainConfig:
     gate_warmup_epochs: int = 3
     patience: int = 6
     epoch_folds: int = 0          # >0: the last this many walk-forward folds help choose the epoch (0: validation alone)
+    evidence_folds: int = 0       # >0: the head's configuration also forecasts the last this many folds, for the blend
     recency_halflife: float = 0.0  # >0: each epoch draws its rows, recent days likelier (0: every row once)
     amp: bool = False
     grad_checkpoint: bool = False
@@ -310,6 +311,7 @@ class TrainConfig:
         _require(self.gate_warmup_epochs >= 0, f"{s}.gate_warmup_epochs", "must be >= 0")
         _require(self.patience >= 1, f"{s}.patience", "must be at least 1")
         _require(0 <= self.epoch_folds <= 10, f"{s}.epoch_folds", "must be in 0..10")
+        _require(0 <= self.evidence_folds <= 10, f"{s}.evidence_folds", "must be in 0..10")
 
 
 @dataclass

@@ -18,10 +18,10 @@ out-of-sample forecasts only, under 0 <= w <= `max_weight`: a weight cannot turn
 against its own sign nor explode. One set of weights per lag, each fit on that lag's targets
 alone, or (`blend.pool_lags`) one set fit on every target together and served for every lag.
 The forecasts are those of every walk-forward fold of the training days (the ridge, own-series
-fit and prior, each fit before its fold; the transformer, trained once, is zero there) and of
-the validation days (all four), so the simple components' weights rest on several periods and
-the transformer's on the days it never trained on (`blend.fit_on: validation` uses the
-validation days alone). A lag whose fit keeps nothing falls back to the prior alone, the
+fit and prior, each fit before its fold; the transformer where its configuration was trained
+on the fold's fitting days, `train.evidence_folds`, and zero elsewhere) and of the validation
+days (all four), so every weight rests on several periods of days its component never trained
+on (`blend.fit_on: validation` uses the validation days alone). A lag whose fit keeps nothing falls back to the prior alone, the
 ranking a user gets in a minute.
 """
 from __future__ import annotations

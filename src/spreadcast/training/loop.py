@@ -347,7 +347,7 @@ class _Run:
 def fit(model: SpreadTransformer, data: HeadData, cfg: TrainConfig, out: Path, meta: dict,
         live=None, epochs: int | None = None, lr: float | None = None,
         on_epoch=None, groups: dict[str, torch.Tensor] | None = None, keep: str | None = "best",
-        ctx: Context = SINGLE, reference: list[list[float]] | None = None) -> dict:
+        ctx: Context = SINGLE, reference: list[list[float]] | None = None, stop_at: int | None = None) -> dict:
     """Train `model`, writing `best`/`last` checkpoints into `out`; returns the summary.
 
     If `out` holds a `last` checkpoint of the same run (config, data, epochs and learning
@@ -363,6 +363,9 @@ def fit(model: SpreadTransformer, data: HeadData, cfg: TrainConfig, out: Path, m
     follow the mean of this run's validation Sharpe and theirs at each epoch, so the number of
     epochs rests on several periods rather than on the validation days alone.
 
+    `stop_at` ends the run after that many epochs of its schedule (the learning rate follows
+    the schedule of all `epochs`, as in a run that went on).
+
     Under several processes (`ctx`), each takes its share of every batch and
     DistributedDataParallel averages the gradients; only rank 0 prints and writes.
     """
@@ -370,7 +373,7 @@ def fit(model: SpreadTransformer, data: HeadData, cfg: TrainConfig, out: Path, m
                cfg.lr if lr is None else lr, groups, ctx, reference)
     progress = run.start(live)
     net, trainable = model, None
-    for epoch in range(progress.epoch, run.epochs):
+    for epoch in range(progress.epoch, run.epochs if stop_at is None else min(stop_at, run.epochs)):
         if progress.stale >= cfg.patience:
             break
         model.train()
