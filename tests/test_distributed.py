@@ -4,6 +4,7 @@ import shutil
 import subprocess
 import sys
 
+import numpy as np
 import torch
 import yaml
 
@@ -33,7 +34,8 @@ def test_two_gloo_processes_match_one(tiny_project, tmp_path):
     assert one.returncode == 0, one.stderr[-2000:]
     assert two.returncode == 0, two.stdout[-2000:] + two.stderr[-2000:]
     assert "x 2 processes" in two.stdout
-    assert two.stdout.count("epoch   1/3") == 1                     # rank 0 alone prints
+    runs = 1 + params["train"]["evidence_folds"]                     # the head, then its fold forecasts
+    assert two.stdout.count("epoch   1/3") == runs                  # rank 0 alone prints
 
     a = json.loads((project / "artifacts" / "metrics_one.json").read_text())
     b = json.loads((project / "artifacts" / "metrics_two.json").read_text())
@@ -47,6 +49,9 @@ def test_two_gloo_processes_match_one(tiny_project, tmp_path):
     assert wa.keys() == wb.keys()
     assert max((wa[k] - wb[k]).abs().max().item() for k in wa) < 0.05
     assert not (project / "artifacts" / ".work" / "two").exists()      # rank 0 moved its checkpoints
+    for fold in [e["fold"] for e in a["evidence_folds"]]:
+        fa, fb = (np.load(project / f"artifacts/train_{tag}/evidence/fold{fold}_forecast.npy") for tag in ("one", "two"))
+        assert np.abs(fa - fb).max() < 0.05 * np.abs(fa).max()
 
 
 def _gradient_worker(rank: int, world: int, port: int, out: str) -> None:

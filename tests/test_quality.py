@@ -90,7 +90,9 @@ def test_component_lab_rebuilds_the_served_blend_and_scores_variants(tiny_projec
     assert reduced["rank"] in component_lab.RANKS and np.isfinite(reduced["model"])
     stack = project.stack()
     assert stack["families"] >= 1 and np.isfinite(stack["model"])
-    for variant in (project.pooled(), project.no_transformer(), project.fold_transformer()):   # weights or transformer
+    variants = (project.pooled(), project.no_transformer(), project.fold_transformer(1),
+                project.fold_transformer(1, validation=False))
+    for variant in variants:                                       # the weights or the transformer change
         assert np.isfinite(variant["model"]) and (variant["ridge"], variant["own"]) == (base["ridge"], base["own"])
 
 
