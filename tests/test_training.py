@@ -182,6 +182,22 @@ def test_training_pruning_and_finetuning_never_read_holdout_rows(tiny_project, t
             torch.testing.assert_close(ours[key], theirs[key], rtol=0, atol=0, msg=f"{folder} {key}")
 
 
+def train_lag1(tiny_project, root, **train):
+    """The train stage of the lag-1 head, run on the tiny project's tensors copied to `root` with
+    `train` settings: (the project, its params, the command, the finished run)."""
+    import subprocess
+    import sys
+
+    from conftest import ROOT, tensors_project
+
+    project, params = tensors_project(tiny_project, root, **train)
+    argv = [sys.executable, str(ROOT / "stages" / "train.py"), "--lag", "1", "--tensors", "artifacts/tensors",
+            "--out", "artifacts/train", "--metrics", "artifacts/train.json", "--work", "artifacts/.work/train"]
+    done = subprocess.run(argv, cwd=project, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return project, params, argv, done
+
+
 def test_train_stage_chooses_epochs_with_a_walk_forward_fold(tiny_project, tmp_path):
     """`train.epoch_folds: 1`: the stage trains the head's configuration on the last fold's
     fitting days first, records its per-epoch Sharpe on the fold, and the head's best epoch is
@@ -189,17 +205,11 @@ def test_train_stage_chooses_epochs_with_a_walk_forward_fold(tiny_project, tmp_p
     `walkforward.folds` is refused, naming the key."""
     import json
     import subprocess
-    import sys
 
     import yaml
 
-    from conftest import ROOT, tensors_project
-
-    project, params = tensors_project(tiny_project, tmp_path / "p", epochs=4, patience=4, epoch_folds=1)
-    argv = [sys.executable, str(ROOT / "stages" / "train.py"), "--lag", "1", "--tensors", "artifacts/tensors",
-            "--out", "artifacts/train", "--metrics", "artifacts/train.json", "--work", "artifacts/.work/train"]
-    done = subprocess.run(argv, cwd=project, capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr[-3000:]
+    project, params, argv, done = train_lag1(tiny_project, tmp_path / "p", epochs=4, patience=4, epoch_folds=1,
+                                             evidence_folds=0)
     assert "walk-forward fold" in done.stdout
     metrics = json.loads((project / "artifacts" / "train.json").read_text())
     (fold,) = metrics["epoch_folds"]
@@ -250,20 +260,15 @@ def test_train_stage_forecasts_the_last_folds_for_the_blend(tiny_project, tmp_pa
     import importlib.util
     import json
     import subprocess
-    import sys
 
     import yaml
 
-    from conftest import ROOT, tensors_project
+    from conftest import ROOT
     from spreadcast.evaluation.walkforward import embargo_of, folds
     from spreadcast.features import windows
     from spreadcast.training import distributed
 
-    project, params = tensors_project(tiny_project, tmp_path / "p", epochs=3, patience=3, evidence_folds=2)
-    argv = [sys.executable, str(ROOT / "stages" / "train.py"), "--lag", "1", "--tensors", "artifacts/tensors",
-            "--out", "artifacts/train", "--metrics", "artifacts/train.json", "--work", "artifacts/.work/train"]
-    done = subprocess.run(argv, cwd=project, capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr[-3000:]
+    project, params, argv, done = train_lag1(tiny_project, tmp_path / "p", epochs=3, patience=3, evidence_folds=2)
     assert "for the blend's evidence" in done.stdout
     metrics = json.loads((project / "artifacts" / "train.json").read_text())
     n_folds = params["walkforward"]["folds"]
