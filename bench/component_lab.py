@@ -405,7 +405,8 @@ def main() -> None:
                                           for v, r in row.items()), flush=True)
     sums = {v: round(sum(table[m][v]["model"] for m in table if m != "null"), 3) for v in variants}
     print("sum of the model over the markets but null: " + "  ".join(f"{v} {s:+.3f}" for v, s in sums.items()))
-    result = {"markets": table, "sums": sums, "every": args.every, "evidence_folds": args.evidence_folds, "wall_s": round(time.perf_counter() - start)}
+    result = {"markets": table, "sums": sums, "every": args.every, "evidence_folds": args.evidence_folds,
+              "wall_s": round(time.perf_counter() - start)}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
     print(f"-> {args.out}")

@@ -8,8 +8,8 @@ penalty and recency half-life, and the own-series fit's penalty, are chosen by
 walk-forward folds over the training days (`spreadcast.evaluation.walkforward`; each fold's
 ridge reads the inputs the prescreen chose on that fold's fitting days). The blend's weights are
 fit on the folds' forecasts and the validation days' (`blend.fit_on`; the transformer's on the
-folds the train stage forecast, `train.evidence_folds`, and on the validation days), one set for every lag
-(`blend.pool_lags`) or one per lag. Writes `blend.json`
+folds the train stage forecast, `train.evidence_folds`, and on the validation days), one set
+for every lag (`blend.pool_lags`) or one per lag. Writes `blend.json`
 (weights; every fold's and the validation days' Sharpe and mean IC per component, overall and
 per lag; each candidate's fold scores; the inputs the ridge and the own-series fit read), the
 ridge and own-series fits on training rows (`ridge_train_*`, `own_train_coef`, for the holdout
@@ -166,8 +166,11 @@ def transformer_evidence(train: Path, lags: list[int], tensors, n_folds: int) ->
         folder = train / f"lag{lag}" / "evidence"
         for k, rows in enumerate(fold_rows):
             dates, forecast = folder / f"fold{k + 1}_dates.npy", folder / f"fold{k + 1}_forecast.npy"
-            if not dates.exists():
+            if not dates.exists() and not forecast.exists():
                 continue
+            if not (dates.exists() and forecast.exists()):
+                raise DataError(f"{dates if not dates.exists() else forecast}: missing beside its pair; "
+                                f"rerun the train stage")
             if not np.array_equal(load_array(dates), tensors.date_ids[rows]):
                 raise DataError(f"{dates}: the dates differ from walk-forward fold {k + 1}'s of these tensors; "
                                 f"rerun the train stage")

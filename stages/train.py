@@ -108,8 +108,8 @@ def train(args, cfg: config.TrainConfig, n_folds: int, ctx: distributed.Context,
         evidence = fold_evidence(args.lag, cfg, n_folds, tensors, chosen_epochs(summary), meta, work, ctx, device)
         if evidence:
             (tmp / "evidence").mkdir()
-            save_arrays(tmp / "evidence", **{f"fold{k}_{name}": v for k, entry in evidence.items()
-                                             for name, v in (("dates", entry["dates"]), ("forecast", entry["forecast"]))})
+            save_arrays(tmp / "evidence", **{f"fold{k}_{name}": entry[name] for k, entry in evidence.items()
+                                             for name in ("dates", "forecast")})
         move_checkpoints(work, tmp)
     write_json(args.metrics, {"lag": args.lag, "best_epoch": summary["best_epoch"],
                               "epochs_run": summary["epochs_run"], "parameters": n_params,

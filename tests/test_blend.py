@@ -96,8 +96,8 @@ def test_pooled_weights_are_one_fit_over_every_lag():
 def test_blend_stage_weighs_the_transformer_on_the_folds_it_forecast(tiny_project, tmp_path):
     """Fold forecasts in `train/lagK/evidence` (`train.evidence_folds`) join the transformer's
     evidence: near-perfect forecasts of the last fold raise its weight on every lag and the fold's
-    report scores it; forecasts dated other than the fold's days, or missing for one lag head,
-    stop the stage with the file or fold named."""
+    report scores it; forecasts dated other than the fold's days, a file without its pair, or
+    forecasts missing for one lag head stop the stage with the file or fold named."""
     import json
     import shutil
     import subprocess
@@ -143,6 +143,10 @@ def test_blend_stage_weighs_the_transformer_on_the_folds_it_forecast(tiny_projec
     np.save(dates, tensors.date_ids[rows] + 1)
     refused = subprocess.run(argv, capture_output=True, text=True)
     assert refused.returncode == 1 and str(dates) in refused.stderr
+    forecast = dates.parent / f"fold{n_folds}_forecast.npy"
+    forecast.unlink()
+    refused = subprocess.run(argv, capture_output=True, text=True)
+    assert refused.returncode == 1 and f"{forecast}: missing beside its pair" in refused.stderr
     shutil.rmtree(dates.parent)
     refused = subprocess.run(argv, capture_output=True, text=True)
     assert refused.returncode == 1 and f"fold {n_folds}'s forecasts are missing" in refused.stderr

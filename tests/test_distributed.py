@@ -50,7 +50,8 @@ def test_two_gloo_processes_match_one(tiny_project, tmp_path):
     assert max((wa[k] - wb[k]).abs().max().item() for k in wa) < 0.05
     assert not (project / "artifacts" / ".work" / "two").exists()      # rank 0 moved its checkpoints
     for fold in [e["fold"] for e in a["evidence_folds"]]:
-        fa, fb = (np.load(project / f"artifacts/train_{tag}/evidence/fold{fold}_forecast.npy") for tag in ("one", "two"))
+        fa, fb = (np.load(project / f"artifacts/train_{tag}/evidence/fold{fold}_forecast.npy")
+                  for tag in ("one", "two"))
         assert np.abs(fa - fb).max() < 0.05 * np.abs(fa).max()
 
 

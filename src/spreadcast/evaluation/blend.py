@@ -21,8 +21,8 @@ The forecasts are those of every walk-forward fold of the training days (the rid
 fit and prior, each fit before its fold; the transformer where its configuration was trained
 on the fold's fitting days, `train.evidence_folds`, and zero elsewhere) and of the validation
 days (all four), so every weight rests on several periods of days its component never trained
-on (`blend.fit_on: validation` uses the validation days alone). A lag whose fit keeps nothing falls back to the prior alone, the
-ranking a user gets in a minute.
+on (`blend.fit_on: validation` uses the validation days alone). A lag whose fit keeps nothing
+falls back to the prior alone, the ranking a user gets in a minute.
 """
 from __future__ import annotations
 
