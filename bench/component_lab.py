@@ -101,6 +101,7 @@ class Project:
         self.tensors = t = windows.load(art / "tensors")
         self.choice = json.loads((art / "blend" / "blend.json").read_text())
         self.cfg, self.n_folds = params["blend"], params["walkforward"]["folds"]
+        self.centre = bool(self.choice.get("centre", False))   # `blend.centre` (projects built before it: off)
         self.reported = json.loads((art / "metrics" / "evaluate.json").read_text())["model_sharpe"]
         self.every, self.y = t.features.numpy().astype(np.float64), t.labels.numpy().astype(np.float64)
         self.model_columns = t.columns_of(self.choice["ridge_inputs"])     # the ridge's inputs
@@ -117,15 +118,15 @@ class Project:
         splits = t.splits
         self.evidence = fold_forecasts(t, self.every, self.y, self.z, self.prior, self.fold_columns, self.ridge,
                                        self.own_alpha, self.n_folds, self.delay,
-                                       transformer_evidence(art / "train", self.lags, t, self.n_folds))
+                                       transformer_evidence(art / "train", self.lags, t, self.n_folds), centre=self.centre)
         self.val = self._components(splits.val, splits.train, predict_rows(heads, t, splits.val))
         self.holdout = self._components(splits.holdout, splits.train, predict_rows(heads, t, splits.holdout))
 
     def _components(self, rows, fit_rows, transformer) -> dict:
-        w, b = fit_ridge(self.x, self.y, self.ridge.alpha, fit_rows, self.ridge.halflife)
+        w, b = fit_ridge(self.x, self.y, self.ridge.alpha, fit_rows, self.ridge.halflife, not self.centre)
         coef = own.fit(self.z[fit_rows], self.tensors.raw_labels[fit_rows], self.tensors.target_lags, self.own_alpha)
         return {"transformer": transformer, "ridge": self.x[rows] @ w + b, "prior": self.prior[rows],
-                "own": own.predict(self.z[rows], coef)}
+                "own": own.predict(self.z[rows], coef, own.offset(self.z[fit_rows], coef, self.centre))}
 
     def score(self, evidence_ridge=None, holdout: dict | None = None, fit=None, extra=None) -> dict:
         """Holdout Sharpe of the blend (weights fit on the evidence by `fit`, default `blend.fit` as
@@ -175,11 +176,12 @@ class Project:
         t = self.tensors
         fold_columns = [keep(c) for c in self.fold_columns]
         choice = select_ridge(self.every, y, t.raw_labels, t.splits.train, self.cfg["ridge_alphas"],
-                              self.cfg["ridge_halflives"], self.n_folds, self.delay, fold_columns)
+                              self.cfg["ridge_halflives"], self.n_folds, self.delay, fold_columns, not self.centre)
         evidence = [comps["ridge"] for _, _, comps in fold_forecasts(
-            t, self.every, y, self.z, self.prior, fold_columns, choice, self.own_alpha, self.n_folds, self.delay)]
+            t, self.every, y, self.z, self.prior, fold_columns, choice, self.own_alpha, self.n_folds, self.delay,
+            centre=self.centre)]
         x = self.every[:, keep(self.model_columns)]
-        w, b = fit_ridge(x, y, choice.alpha, t.splits.train, choice.halflife)
+        w, b = fit_ridge(x, y, choice.alpha, t.splits.train, choice.halflife, not self.centre)
         evidence.append(x[t.splits.val] @ w + b)
         return self.score(evidence, {"ridge": x[t.splits.holdout] @ w + b})
 
@@ -229,13 +231,13 @@ class Project:
             for h in cfg["ridge_halflives"]:
                 path = _RidgePath(xk[fit_rows], self.y[fit_rows], recency_weights(fit_rows, h))
                 for a in cfg["ridge_alphas"]:
-                    for r, (w, b) in low_rank(path, a, RANKS).items():
+                    for r, (w, b) in low_rank(path, a, RANKS, not self.centre).items():
                         table.setdefault((a, h, r), []).append(
                             metric.summary(t.raw_labels[test_rows], xk[test_rows] @ w + b)["sharpe"])
         a, h, r = max(table, key=lambda key: (np.mean(table[key]), key[0], key[1] <= 0))
 
         def fit(x, rows):
-            return low_rank(_RidgePath(x[rows], self.y[rows], recency_weights(rows, h)), a, [r])[r]
+            return low_rank(_RidgePath(x[rows], self.y[rows], recency_weights(rows, h)), a, [r], not self.centre)[r]
 
         evidence = []
         for k, (fit_rows, test_rows) in enumerate(splits):
@@ -257,13 +259,13 @@ class Project:
             if not all(c.size for c in columns):
                 continue
             choice = select_ridge(self.every, self.y, t.raw_labels, t.splits.train, self.cfg["ridge_alphas"],
-                                  self.cfg["ridge_halflives"], self.n_folds, self.delay, columns)
+                                  self.cfg["ridge_halflives"], self.n_folds, self.delay, columns, not self.centre)
             evidence = fold_forecasts(t, self.every, self.y, self.z, self.prior, columns, choice,
-                                      self.own_alpha, self.n_folds, self.delay)
+                                      self.own_alpha, self.n_folds, self.delay, centre=self.centre)
             for part, (_, _, comps) in zip(extra, evidence):
                 part[family] = comps["ridge"]
             x = self.every[:, keep(self.model_columns)]
-            w, b = fit_ridge(x, self.y, choice.alpha, t.splits.train, choice.halflife)
+            w, b = fit_ridge(x, self.y, choice.alpha, t.splits.train, choice.halflife, not self.centre)
             extra[-1][family], holdout[family] = x[t.splits.val] @ w + b, x[t.splits.holdout] @ w + b
         return {**self.score(holdout=holdout, fit=Stack.fit, extra=extra), "families": len(holdout)}
 
@@ -276,7 +278,7 @@ class Project:
         return np.array([self.tensors.feature_names[c].rsplit("__", 1)[-1] for c in cols])
 
 
-def low_rank(path: _RidgePath, alpha: float, ranks) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+def low_rank(path: _RidgePath, alpha: float, ranks, intercept: bool = True) -> dict[int, tuple[np.ndarray, np.ndarray]]:
     """The ridge of `path` at `alpha`, its weights W (inputs x targets) projected on the r leading
     eigenvectors Q_r of W' X'X W (the fitted values' directions across targets): W Q_r Q_r',
     with intercepts, for each r in `ranks` (0: W itself)."""
@@ -286,7 +288,7 @@ def low_rank(path: _RidgePath, alpha: float, ranks) -> dict[int, tuple[np.ndarra
     out = {}
     for r in ranks:
         wr = w if r == 0 else w @ q[:, :r] @ q[:, :r].T
-        out[r] = (wr, path.y_mean - path.x_mean @ wr)
+        out[r] = (wr, (path.y_mean if intercept else 0.0) - path.x_mean @ wr)
     return out
 
 
@@ -361,7 +363,7 @@ def greedy_families(p: Project) -> set[str]:
         if not all(cols.size for cols in columns):
             return -np.inf
         choice = select_ridge(p.every, p.y, t.raw_labels, t.splits.train, p.cfg["ridge_alphas"],
-                              p.cfg["ridge_halflives"], p.n_folds, p.delay, columns)
+                              p.cfg["ridge_halflives"], p.n_folds, p.delay, columns, not p.centre)
         return max(entry["mean_sharpe"] for entry in choice.scores)
 
     chosen, best = set(), -np.inf

@@ -9,7 +9,10 @@ walk-forward folds over the training days (`spreadcast.evaluation.walkforward`; 
 ridge reads the inputs the prescreen chose on that fold's fitting days). The blend's weights are
 fit on the folds' forecasts and the validation days' (`blend.fit_on`; the transformer's on the
 folds the train stage forecast, `train.evidence_folds`, and on the validation days), one set
-for every lag (`blend.pool_lags`) or one per lag. Writes `blend.json`
+for every lag (`blend.pool_lags`) or one per lag. With `blend.centre` (the default) the ridge
+forecasts without its intercept and the own-series fit less each target's mean over its fitting
+rows (`own_*_offset`), in the folds' choices as in the served forecast: each target's constant
+ranking is the prior's alone, and the ridge baseline keeps its intercept. Writes `blend.json`
 (weights; every fold's and the validation days' Sharpe and mean IC per component, overall and
 per lag; each candidate's fold scores; the inputs the ridge and the own-series fit read), the
 ridge and own-series fits on training rows (`ridge_train_*`, `own_train_coef`, for the holdout
@@ -53,11 +56,15 @@ def main() -> None:
     delay = embargo_of(tensors.target_lags)
     every, y, names = tensors.features.numpy(), tensors.labels.numpy(), tensors.feature_names
     fold_columns = tensors.fold_columns(n_folds)
+    intercept = not cfg.centre
     options = {count: select_ridge(every, y, tensors.raw_labels, splits.train, cfg.ridge_alphas, cfg.ridge_halflives,
-                                   n_folds, delay, [leading_columns(c, names, count) for c in fold_columns])
+                                   n_folds, delay, [leading_columns(c, names, count) for c in fold_columns], intercept)
                for count in sorted(set(cfg.ridge_columns) | {0})}
     count, margin = choose_columns(options, cfg.ridge_columns, folds(splits.train, n_folds, delay))
-    choice, baseline = options[count], options[0]
+    choice = options[count]
+    # the baseline a user computes in a minute: the ridge on every model input, with its intercept
+    baseline = options[0] if intercept else select_ridge(every, y, tensors.raw_labels, splits.train, cfg.ridge_alphas,
+                                                         cfg.ridge_halflives, n_folds, delay, fold_columns)
     print(f"blend: ridge chosen on {n_folds} walk-forward folds of the training days (each on its own "
           f"screen's inputs): the first {count or 'all'} source columns, alpha {choice.alpha:g}, half-life "
           f"{choice.halflife:g} days (0 = equal weights); fold means by count: "
@@ -66,25 +73,27 @@ def main() -> None:
     fold_columns = [leading_columns(c, names, count) for c in fold_columns]
     inputs = leading_columns(tensors.model_columns, names, count)
     x = every[:, inputs]
-    w_train, b_train = fit_ridge(x, y, choice.alpha, splits.train, choice.halflife)
+    w_train, b_train = fit_ridge(x, y, choice.alpha, splits.train, choice.halflife, intercept)
     published = np.flatnonzero(np.isfinite(tensors.raw_labels).any(axis=1))
-    w_all, b_all = fit_ridge(x, y, choice.alpha, published, choice.halflife)
-    # the baseline a user computes in a minute: the ridge on every model input
+    w_all, b_all = fit_ridge(x, y, choice.alpha, published, choice.halflife, intercept)
     w_base, b_base = fit_ridge(every[:, tensors.model_columns], y, baseline.alpha, splits.train, baseline.halflife)
 
     z = own.tensor_inputs(tensors)
-    own_choice = own.select(z, tensors.raw_labels, tensors.target_lags, splits.train, cfg.own_alphas, n_folds, delay)
+    own_choice = own.select(z, tensors.raw_labels, tensors.target_lags, splits.train, cfg.own_alphas, n_folds, delay,
+                            cfg.centre)
     print(f"blend: own-series fit ({z.shape[2]} inputs per target) chosen on the same folds: "
-          f"alpha {own_choice.alpha:g}")
+          f"alpha {own_choice.alpha:g}" + ("; centred" if cfg.centre else ""))
     own_train = own.fit(z[splits.train], tensors.raw_labels[splits.train], tensors.target_lags, own_choice.alpha)
     own_all = own.fit(z[published], tensors.raw_labels[published], tensors.target_lags, own_choice.alpha)
+    own_train_offset = own.offset(z[splits.train], own_train, cfg.centre)
+    own_all_offset = own.offset(z[published], own_all, cfg.centre)
 
     val = splits.val
     prior = blend.prior_series(tensors.raw_labels, delay)
     components = {"transformer": predict_rows(load_heads(args.models, lags), tensors, val),
                   "ridge": predict_ridge(w_train, b_train, x[val]),
                   "prior": prior[val],
-                  "own": own.predict(z[val], own_train)}
+                  "own": own.predict(z[val], own_train, own_train_offset)}
     # out-of-sample evidence: every walk-forward fold (the ridge, own-series fit and prior, each
     # fit before the fold), then the validation days (all four components)
     transformer = transformer_evidence(Path(args.train), lags, tensors, n_folds)
@@ -92,7 +101,7 @@ def main() -> None:
         print(f"blend: the transformer's forecasts of fold {', '.join(str(k + 1) for k in sorted(transformer))} "
               f"(train.evidence_folds) join the validation days' as evidence for its weight")
     evidence = fold_forecasts(tensors, every, y, z, prior, fold_columns, choice, own_choice.alpha, n_folds, delay,
-                              transformer)
+                              transformer, centre=cfg.centre)
     evidence.append(("validation", val, components))
     used = evidence if cfg.fit_on == "walk_forward" else evidence[-1:]
     fitted = blend.fit({name: np.vstack([c[name] for _, _, c in used]) for name in blend.COMPONENTS},
@@ -111,12 +120,13 @@ def main() -> None:
                     ridge_all_weights=w_all, ridge_all_intercept=b_all,
                     ridge_baseline_weights=w_base, ridge_baseline_intercept=b_base,
                     own_train_coef=own_train, own_all_coef=own_all,
+                    own_train_offset=own_train_offset, own_all_offset=own_all_offset,
                     prior_sum=np.nansum(ranks, axis=0), prior_count=np.isfinite(ranks).sum(axis=0).astype(np.float64))
         write_json(tmp / "blend.json", {
             "enabled": cfg.enabled, "blend": fitted.to_dict(),
             "target_lags": tensors.target_lags.tolist(),
             "prior": {"upto": int(upto_date), "delay": delay},
-            "fit_on": cfg.fit_on, "pool_lags": cfg.pool_lags, "fit_days": fit_days,
+            "fit_on": cfg.fit_on, "pool_lags": cfg.pool_lags, "centre": cfg.centre, "fit_days": fit_days,
             "ridge": {**choice.to_dict(), "columns": count, "columns_margin": margin,
                       "by_columns": [{"columns": c, "alpha": options[c].alpha, "halflife": options[c].halflife,
                                       "mean_sharpe": options[c].mean_sharpe} for c in cfg.ridge_columns]},
@@ -135,24 +145,25 @@ def main() -> None:
 
 
 def fold_forecasts(tensors, every, y, z, prior, fold_columns, ridge, own_alpha, n_folds, delay,
-                   transformer: dict[int, np.ndarray] | None = None):
+                   transformer: dict[int, np.ndarray] | None = None, *, centre: bool):
     """(name, test rows, components) of each walk-forward fold over the training days: the ridge on the
     inputs screened on the fold's fitting days and the own-series fit, both fit on those days with
     the chosen settings, and the prior. The transformer's forecasts of fold k are `transformer[k]`
     (0 the oldest) where given, from its configuration trained on the fold's fitting days; on
     the other folds its component is zero (its weight rests on the folds it forecast and the
-    validation days)."""
+    validation days). `centre`: the ridge without its intercept and the own-series fit centred on
+    the fold's fitting days (`blend.centre`)."""
     transformer = transformer or {}
     out = []
     raw, lags = tensors.raw_labels, tensors.target_lags
     for k, (fit_rows, test_rows) in enumerate(folds(tensors.splits.train, n_folds, delay)):
         xk = every[:, fold_columns[k]]
-        w, b = fit_ridge(xk, y, ridge.alpha, fit_rows, ridge.halflife)
+        w, b = fit_ridge(xk, y, ridge.alpha, fit_rows, ridge.halflife, not centre)
         coef = own.fit(z[fit_rows], raw[fit_rows], lags, own_alpha)
         forecast = transformer.get(k, np.zeros((test_rows.size, raw.shape[1])))
         out.append((f"fold {k + 1}", test_rows, {"transformer": forecast,
                                 "ridge": predict_ridge(w, b, xk[test_rows]), "prior": prior[test_rows],
-                                "own": own.predict(z[test_rows], coef)}))
+                                "own": own.predict(z[test_rows], coef, own.offset(z[fit_rows], coef, centre))}))
     return out
 
 

@@ -69,6 +69,7 @@ def main() -> None:
     x = tensors.features.numpy()[:, tensors.model_columns]
     z = own.tensor_inputs(tensors)
     own_coef = load_array(Path(args.blend) / "own_train_coef.npy")
+    own_offset = load_array(Path(args.blend) / "own_train_offset.npy")
     # the ridge baseline on every model input, and the blend's ridge on the inputs the folds chose,
     # both fit on training rows
     fitted = read_json(Path(args.blend) / "blend.json")
@@ -80,13 +81,13 @@ def main() -> None:
     constant = const_rank(tensors.raw_labels[tensors.splits.train])
     predictions["const_rank"] = np.tile(constant, (rows.size, 1))
     predictions["prior"] = prior[rows]
-    predictions["own"] = own.predict(z[rows], own_coef)
+    predictions["own"] = own.predict(z[rows], own_coef, own_offset)
     val_rows = tensors.splits.val
     val_predictions = {**dict(zip(("model", "transformer"), served(val_rows))),
                        **{name: predict_ridge(w, b, inputs[val_rows]) for name, (inputs, w, b) in ridges.items()},
                        "const_rank": np.tile(constant, (val_rows.size, 1)),
                        "prior": prior[val_rows],
-                       "own": own.predict(z[val_rows], own_coef)}
+                       "own": own.predict(z[val_rows], own_coef, own_offset)}
 
     oracle = oracle_for(Path(args.oracle), registry)
     if oracle is not None and not has_signal(oracle / "ceiling.parquet"):

@@ -7,6 +7,10 @@ own series; this component reaches all of them with a handful of coefficients: o
 per lag, pooled over the lag's targets (the same rule for every pair), on the daily centred
 ranks of the labels, as the blend fits its weights. Its penalty is chosen on the walk-forward
 folds of the training days.
+
+Centred (`blend.centre`), each target's forecast is taken less its mean over the fitting rows
+(`offset`), so it ranks the targets by where their own series stand against their usual, and
+each target's constant ranking is left to the blend's prior.
 """
 from __future__ import annotations
 
@@ -62,9 +66,17 @@ def fit(z: np.ndarray, labels: np.ndarray, target_lags: np.ndarray, alpha: float
     return coef
 
 
-def predict(z: np.ndarray, coef: np.ndarray) -> np.ndarray:
-    """Forecasts (rows x targets) from own inputs z (rows x targets x slots)."""
-    return np.einsum("bts,ts->bt", z, coef)
+def predict(z: np.ndarray, coef: np.ndarray, offset: np.ndarray | None = None) -> np.ndarray:
+    """Forecasts (rows x targets) from own inputs z (rows x targets x slots), less `offset`
+    (targets,) where given."""
+    out = np.einsum("bts,ts->bt", z, coef)
+    return out if offset is None else out - offset
+
+
+def offset(z: np.ndarray, coef: np.ndarray, centre: bool = True) -> np.ndarray:
+    """Each target's mean forecast over the fitting rows z (targets,): what a centred fit
+    subtracts (zeros where not `centre`)."""
+    return predict(z, coef).mean(axis=0) if centre and len(z) else np.zeros(z.shape[1])
 
 
 @dataclass
@@ -77,13 +89,15 @@ class OwnChoice:
 
 
 def select(z: np.ndarray, labels: np.ndarray, target_lags: np.ndarray, rows: np.ndarray, alphas: list[float],
-           n_folds: int, embargo: int) -> OwnChoice:
-    """The penalty with the best mean walk-forward Sharpe over `rows` (a tie: the larger)."""
+           n_folds: int, embargo: int, centre: bool = False) -> OwnChoice:
+    """The penalty with the best mean walk-forward Sharpe over `rows` (a tie: the larger), each
+    fold's forecast centred on its fitting rows where `centre`."""
     table = {a: [] for a in alphas}
     for fit_rows, test_rows in folds(rows, n_folds, embargo):
         for a in alphas:
             coef = fit(z[fit_rows], labels[fit_rows], target_lags, a)
-            table[a].append(metric.summary(labels[test_rows], predict(z[test_rows], coef))["sharpe"])
+            forecast = predict(z[test_rows], coef, offset(z[fit_rows], coef, centre))
+            table[a].append(metric.summary(labels[test_rows], forecast)["sharpe"])
     scores = [{"alpha": a, "fold_sharpe": [round(float(s), 4) for s in v], "mean_sharpe": round(float(np.nanmean(v)), 4)}
               for a, v in table.items()]
     best = max(scores, key=lambda e: (e["mean_sharpe"] if np.isfinite(e["mean_sharpe"]) else -np.inf, e["alpha"]))

@@ -10,6 +10,11 @@ judged on (validation, holdout).
 `select_ridge` chooses the ridge's penalty and the half-life of its sample weights (recent days
 count more: what was true early may have turned) this way; the candidates come from
 `params.yaml`, the choice from the data.
+
+A ridge fit without its `intercept` forecasts from its inputs' deviations from their (weighted)
+means over the fitting rows alone: (x - mean x) W. Its coefficients are those of the ridge with
+intercepts; what it drops is each target's mean label over the fitting rows, a constant ranking
+of the targets that the blend's prior estimates on every published label.
 """
 from __future__ import annotations
 
@@ -69,14 +74,17 @@ class _RidgePath:
         self.s, self.v = np.linalg.eigh(xc.T @ xc)
         self.vty = self.v.T @ (xc.T @ yc)
 
-    def fit(self, alpha: float) -> tuple[np.ndarray, np.ndarray]:
+    def fit(self, alpha: float, intercept: bool = True) -> tuple[np.ndarray, np.ndarray]:
+        """Weights (F x T) and the constant (T,) of the forecast x W + b: with `intercept`, b makes
+        the forecast of the mean input the mean label; without, b = -mean(x) W (see the module)."""
         weights = self.v @ (self.vty / (np.maximum(self.s, 0.0) + alpha * self.n)[:, None])
-        return weights, self.y_mean - self.x_mean @ weights
+        return weights, (self.y_mean if intercept else 0.0) - self.x_mean @ weights
 
 
-def fit_ridge(x: np.ndarray, y: np.ndarray, alpha: float, rows: np.ndarray, halflife: float):
-    """Weights (F x T) and intercept (T,) of the ridge on rows of x, y with recency weights."""
-    return _RidgePath(x[rows], y[rows], recency_weights(rows, halflife)).fit(alpha)
+def fit_ridge(x: np.ndarray, y: np.ndarray, alpha: float, rows: np.ndarray, halflife: float,
+              intercept: bool = True):
+    """Weights (F x T) and constant (T,) of the ridge on rows of x, y with recency weights."""
+    return _RidgePath(x[rows], y[rows], recency_weights(rows, halflife)).fit(alpha, intercept)
 
 
 @dataclass
@@ -106,14 +114,15 @@ def leading_columns(columns: np.ndarray, names: list[str], count: int) -> np.nda
 
 def select_ridge(x: np.ndarray, y: np.ndarray, labels: np.ndarray, rows: np.ndarray, alphas: list[float],
                  halflives: list[float], n_folds: int, embargo: int,
-                 fold_columns: list[np.ndarray] | None = None) -> RidgeChoice:
+                 fold_columns: list[np.ndarray] | None = None, intercept: bool = True) -> RidgeChoice:
     """The ridge penalty and recency half-life with the best mean walk-forward Sharpe over `rows`.
 
     `y` is what the ridge fits (the standardised labels), `labels` what the folds are scored on
     (the raw labels, ranked daily by the metric). `fold_columns` are the columns of x each fold
     reads (the inputs screened on its fitting days; default: all), so no fold is judged by a fit
     whose inputs were chosen on its own days. A tie goes to the larger penalty, then to the
-    longer memory (the simpler fit)."""
+    longer memory (the simpler fit). `intercept`: the folds score the ridge as it will forecast,
+    with or without its intercept."""
     splits = folds(rows, n_folds, embargo)
     table = {(a, h): [] for a in alphas for h in halflives}
     for k, (fit_rows, test_rows) in enumerate(splits):
@@ -121,7 +130,7 @@ def select_ridge(x: np.ndarray, y: np.ndarray, labels: np.ndarray, rows: np.ndar
         for h in halflives:
             path = _RidgePath(xk[fit_rows], y[fit_rows], recency_weights(fit_rows, h))
             for a in alphas:
-                w, b = path.fit(a)
+                w, b = path.fit(a, intercept)
                 table[(a, h)].append(metric.summary(labels[test_rows], xk[test_rows] @ w + b)["sharpe"])
     scores = [{"alpha": a, "halflife": h, "fold_sharpe": [round(float(s), 4) for s in v],
                "mean_sharpe": round(float(np.nanmean(v)), 4)} for (a, h), v in table.items()]

@@ -76,7 +76,7 @@ def export(artifacts: Path, package: Path, out: Path, version: str = "0.1.0") ->
     if (artifacts / "blend" / "blend.json").is_file():    # the blend as served: the ridge refit on every label
         (art / "blend").mkdir(parents=True, exist_ok=True)
         for name in ("blend.json", "ridge_all_weights.npy", "ridge_all_intercept.npy", "own_all_coef.npy",
-                     "prior_sum.npy", "prior_count.npy"):
+                     "own_all_offset.npy", "prior_sum.npy", "prior_count.npy"):
             shutil.copy2(artifacts / "blend" / name, art / "blend" / name)
     for lag in registry["lags"]:
         source = served_folder(artifacts, lag)          # a refit model replaces the fine-tuned one

@@ -77,6 +77,7 @@ class BlendParts:
     ridge_intercept: np.ndarray    # (T,)
     own_features: list[list]       # each target's own features, a name or None per slot
     own_coef: np.ndarray           # (T x slots)
+    own_offset: np.ndarray         # (T,) subtracted from the own-series forecast (zeros unless centred)
     prior_sum: np.ndarray          # (T,) sum of daily ranks of the label rows up to prior_upto
     prior_count: np.ndarray        # (T,)
     prior_upto: int                # last label date in the sums
@@ -95,6 +96,7 @@ def load_blend(folder: str | Path, ridge: str = "all") -> BlendParts | None:
                       ridge_weights=load_array(folder / f"ridge_{ridge}_weights.npy"),
                       ridge_intercept=load_array(folder / f"ridge_{ridge}_intercept.npy"),
                       own_features=meta["own"]["features"], own_coef=load_array(folder / f"own_{ridge}_coef.npy"),
+                      own_offset=load_array(folder / f"own_{ridge}_offset.npy"),
                       prior_sum=load_array(folder / "prior_sum.npy"), prior_count=load_array(folder / "prior_count.npy"),
                       prior_upto=int(meta["prior"]["upto"]), delay=int(meta["prior"]["delay"]))
 
@@ -185,7 +187,7 @@ class Forecaster:
         if self.blend is None:
             return heads
         ridge = last[:, self.ridge_columns] @ self.blend.ridge_weights + self.blend.ridge_intercept
-        mine = own.predict(own.inputs(last, self.own_columns), self.blend.own_coef)
+        mine = own.predict(own.inputs(last, self.own_columns), self.blend.own_coef, self.blend.own_offset)
         return self.blend.blend.combine({"transformer": heads, "ridge": ridge, "prior": prior, "own": mine},
                                         self.blend.target_lags)
 
