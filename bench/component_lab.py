@@ -48,6 +48,10 @@ Variants:
   early stopping on the fold, forecasts the fold (`train.evidence_folds`, `stages/train.py`'s
   `fold_evidence`; it replaces any fold forecasts the project has). The served heads are pruned
   and fine-tuned after that training; the folds' forecasts are of the training configuration.
+- `centre`: the ridge and the own-series fit with `blend.centre` the other way from the
+  project's (a project built with it on is measured without, and the other way round): the
+  ridge's source columns, penalty and half-life and the own-series penalty chosen again on the
+  folds, scoring them as they then forecast; the transformer's evidence is the project's.
 - `fold_only`: the same folds' forecasts, and the transformer's weight rests on them alone (its
   forecasts of the validation days, on which its epochs, prune count and fine-tuning were
   chosen, left out of the evidence; the holdout is forecast by the served heads as always).
@@ -80,13 +84,14 @@ from quality import finished_projects  # noqa: E402
 from spreadcast import config  # noqa: E402
 from spreadcast.evaluation import blend, metric, own  # noqa: E402
 from spreadcast.evaluation.walkforward import (  # noqa: E402
-    RidgeChoice, _RidgePath, embargo_of, fit_ridge, folds, leading_columns, recency_weights, select_ridge)
+    RidgeChoice, _RidgePath, choose_columns, embargo_of, fit_ridge, folds, leading_columns, recency_weights,
+    select_ridge)
 from spreadcast.features import windows  # noqa: E402
 from spreadcast.serve.predictor import load_heads, predict_rows  # noqa: E402
 from spreadcast.training import distributed  # noqa: E402
 
 VARIANTS = ("base", "refit", "online", "families", "rank_target", "sharpe", "reduced_rank", "stack", "pooled",
-            "no_transformer", "fold_transformer", "fold_only")
+            "no_transformer", "fold_transformer", "fold_only", "centre")
 RANKS = (1, 2, 4, 8, 16, 0)  # reduced_rank's candidates (0: every direction, the ridge itself)
 GREEDY_GAIN = 0.01          # a family joins the ridge's inputs only if the folds' mean rises by more
 
@@ -101,7 +106,7 @@ class Project:
         self.tensors = t = windows.load(art / "tensors")
         self.choice = json.loads((art / "blend" / "blend.json").read_text())
         self.cfg, self.n_folds = params["blend"], params["walkforward"]["folds"]
-        self.centre = bool(self.choice.get("centre", False))   # `blend.centre` (projects built before it: off)
+        self.centred = bool(self.choice.get("centre", False))   # `blend.centre` (projects built before it: off)
         self.reported = json.loads((art / "metrics" / "evaluate.json").read_text())["model_sharpe"]
         self.every, self.y = t.features.numpy().astype(np.float64), t.labels.numpy().astype(np.float64)
         self.model_columns = t.columns_of(self.choice["ridge_inputs"])     # the ridge's inputs
@@ -118,15 +123,15 @@ class Project:
         splits = t.splits
         self.evidence = fold_forecasts(t, self.every, self.y, self.z, self.prior, self.fold_columns, self.ridge,
                                        self.own_alpha, self.n_folds, self.delay,
-                                       transformer_evidence(art / "train", self.lags, t, self.n_folds), centre=self.centre)
+                                       transformer_evidence(art / "train", self.lags, t, self.n_folds), centre=self.centred)
         self.val = self._components(splits.val, splits.train, predict_rows(heads, t, splits.val))
         self.holdout = self._components(splits.holdout, splits.train, predict_rows(heads, t, splits.holdout))
 
     def _components(self, rows, fit_rows, transformer) -> dict:
-        w, b = fit_ridge(self.x, self.y, self.ridge.alpha, fit_rows, self.ridge.halflife, not self.centre)
+        w, b = fit_ridge(self.x, self.y, self.ridge.alpha, fit_rows, self.ridge.halflife, not self.centred)
         coef = own.fit(self.z[fit_rows], self.tensors.raw_labels[fit_rows], self.tensors.target_lags, self.own_alpha)
         return {"transformer": transformer, "ridge": self.x[rows] @ w + b, "prior": self.prior[rows],
-                "own": own.predict(self.z[rows], coef, own.offset(self.z[fit_rows], coef, self.centre))}
+                "own": own.predict(self.z[rows], coef, own.offset(self.z[fit_rows], coef, self.centred))}
 
     def score(self, evidence_ridge=None, holdout: dict | None = None, fit=None, extra=None) -> dict:
         """Holdout Sharpe of the blend (weights fit on the evidence by `fit`, default `blend.fit` as
@@ -176,14 +181,42 @@ class Project:
         t = self.tensors
         fold_columns = [keep(c) for c in self.fold_columns]
         choice = select_ridge(self.every, y, t.raw_labels, t.splits.train, self.cfg["ridge_alphas"],
-                              self.cfg["ridge_halflives"], self.n_folds, self.delay, fold_columns, not self.centre)
+                              self.cfg["ridge_halflives"], self.n_folds, self.delay, fold_columns, not self.centred)
         evidence = [comps["ridge"] for _, _, comps in fold_forecasts(
             t, self.every, y, self.z, self.prior, fold_columns, choice, self.own_alpha, self.n_folds, self.delay,
-            centre=self.centre)]
+            centre=self.centred)]
         x = self.every[:, keep(self.model_columns)]
-        w, b = fit_ridge(x, y, choice.alpha, t.splits.train, choice.halflife, not self.centre)
+        w, b = fit_ridge(x, y, choice.alpha, t.splits.train, choice.halflife, not self.centred)
         evidence.append(x[t.splits.val] @ w + b)
         return self.score(evidence, {"ridge": x[t.splits.holdout] @ w + b})
+
+    def centre(self) -> dict:
+        """The blend with `blend.centre` the other way (see the module)."""
+        t, cfg, centre = self.tensors, self.cfg, not self.centred
+        splits, names = t.splits, t.feature_names
+        every_fold = t.fold_columns(self.n_folds)
+        options = {count: select_ridge(self.every, self.y, t.raw_labels, splits.train, cfg["ridge_alphas"],
+                                       cfg["ridge_halflives"], self.n_folds, self.delay,
+                                       [leading_columns(c, names, count) for c in every_fold], not centre)
+                   for count in sorted(set(cfg["ridge_columns"]) | {0})}
+        count, _ = choose_columns(options, cfg["ridge_columns"], folds(splits.train, self.n_folds, self.delay))
+        choice = options[count]
+        own_alpha = own.select(self.z, t.raw_labels, t.target_lags, splits.train, cfg["own_alphas"], self.n_folds,
+                               self.delay, centre).alpha
+        evidence = fold_forecasts(t, self.every, self.y, self.z, self.prior,
+                                  [leading_columns(c, names, count) for c in every_fold], choice, own_alpha,
+                                  self.n_folds, self.delay, centre=centre)
+        x = self.every[:, leading_columns(t.model_columns, names, count)]
+        w, b = fit_ridge(x, self.y, choice.alpha, splits.train, choice.halflife, not centre)
+        coef = own.fit(self.z[splits.train], t.raw_labels[splits.train], t.target_lags, own_alpha)
+        offset = own.offset(self.z[splits.train], coef, centre)
+
+        def served(rows):
+            return {"ridge": x[rows] @ w + b, "own": own.predict(self.z[rows], coef, offset)}
+
+        parts = [{n: comps[n] for n in ("ridge", "own")} for _, _, comps in evidence] + [served(splits.val)]
+        return {**self.score(holdout=served(splits.holdout), extra=parts), "columns": count, "alpha": choice.alpha,
+                "halflife": choice.halflife, "own_alpha": own_alpha, "centre": centre}
 
     def rank_target(self) -> dict:
         return self._ridge_variant(blend.centred_ranks(self.tensors.raw_labels), lambda cols: cols)
@@ -231,13 +264,13 @@ class Project:
             for h in cfg["ridge_halflives"]:
                 path = _RidgePath(xk[fit_rows], self.y[fit_rows], recency_weights(fit_rows, h))
                 for a in cfg["ridge_alphas"]:
-                    for r, (w, b) in low_rank(path, a, RANKS, not self.centre).items():
+                    for r, (w, b) in low_rank(path, a, RANKS, not self.centred).items():
                         table.setdefault((a, h, r), []).append(
                             metric.summary(t.raw_labels[test_rows], xk[test_rows] @ w + b)["sharpe"])
         a, h, r = max(table, key=lambda key: (np.mean(table[key]), key[0], key[1] <= 0))
 
         def fit(x, rows):
-            return low_rank(_RidgePath(x[rows], self.y[rows], recency_weights(rows, h)), a, [r], not self.centre)[r]
+            return low_rank(_RidgePath(x[rows], self.y[rows], recency_weights(rows, h)), a, [r], not self.centred)[r]
 
         evidence = []
         for k, (fit_rows, test_rows) in enumerate(splits):
@@ -259,13 +292,13 @@ class Project:
             if not all(c.size for c in columns):
                 continue
             choice = select_ridge(self.every, self.y, t.raw_labels, t.splits.train, self.cfg["ridge_alphas"],
-                                  self.cfg["ridge_halflives"], self.n_folds, self.delay, columns, not self.centre)
+                                  self.cfg["ridge_halflives"], self.n_folds, self.delay, columns, not self.centred)
             evidence = fold_forecasts(t, self.every, self.y, self.z, self.prior, columns, choice,
-                                      self.own_alpha, self.n_folds, self.delay, centre=self.centre)
+                                      self.own_alpha, self.n_folds, self.delay, centre=self.centred)
             for part, (_, _, comps) in zip(extra, evidence):
                 part[family] = comps["ridge"]
             x = self.every[:, keep(self.model_columns)]
-            w, b = fit_ridge(x, self.y, choice.alpha, t.splits.train, choice.halflife, not self.centre)
+            w, b = fit_ridge(x, self.y, choice.alpha, t.splits.train, choice.halflife, not self.centred)
             extra[-1][family], holdout[family] = x[t.splits.val] @ w + b, x[t.splits.holdout] @ w + b
         return {**self.score(holdout=holdout, fit=Stack.fit, extra=extra), "families": len(holdout)}
 
@@ -363,7 +396,7 @@ def greedy_families(p: Project) -> set[str]:
         if not all(cols.size for cols in columns):
             return -np.inf
         choice = select_ridge(p.every, p.y, t.raw_labels, t.splits.train, p.cfg["ridge_alphas"],
-                              p.cfg["ridge_halflives"], p.n_folds, p.delay, columns, not p.centre)
+                              p.cfg["ridge_halflives"], p.n_folds, p.delay, columns, not p.centred)
         return max(entry["mean_sharpe"] for entry in choice.scores)
 
     chosen, best = set(), -np.inf

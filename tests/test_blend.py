@@ -151,3 +151,50 @@ def test_blend_stage_weighs_the_transformer_on_the_folds_it_forecast(tiny_projec
     refused = subprocess.run(argv, capture_output=True, text=True)
     assert refused.returncode == 1 and f"fold {n_folds}'s forecasts are missing" in refused.stderr
     assert json.loads((art / "blend" / "blend.json").read_text()) == ours        # nothing replaced on failure
+
+
+@pytest.mark.parametrize("centre", [True, False])
+def test_blend_stage_leaves_each_targets_constant_to_the_prior(tiny_project, tmp_path, centre):
+    """`blend.centre`: the served ridge and own-series fit have zero mean over their fitting rows
+    for every target (no constant ranking of their own), while the ridge baseline keeps its
+    intercept; off, both components keep each target's mean."""
+    import json
+    import shutil
+
+    import yaml
+
+    from conftest import BLEND, stage
+    from spreadcast.evaluation import own
+    from spreadcast.evaluation.walkforward import recency_weights
+    from spreadcast.features import windows
+    from spreadcast.io import load_array
+
+    art = tmp_path / "artifacts"
+    for name in ("data", "tensors", "train", "finetune"):
+        shutil.copytree(tiny_project / "artifacts" / name, art / name)
+    params = yaml.safe_load((tiny_project / "params.yaml").read_text())
+    params["blend"]["centre"] = centre
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    stage(BLEND, tmp_path / "params.yaml", in_process=True, d=str(art))
+    out = art / "blend"
+    meta = json.loads((out / "blend.json").read_text())
+    assert meta["centre"] is centre
+    t = windows.load(art / "tensors")
+    train, y = t.splits.train, t.labels.numpy().astype(np.float64)
+
+    def weighted_means(name, columns, halflife):
+        w = recency_weights(train, halflife)
+        forecast = t.features.numpy()[train][:, columns] @ load_array(out / f"{name}_weights.npy") \
+            + load_array(out / f"{name}_intercept.npy")
+        label = np.nan_to_num(y[train], nan=0.0)
+        return w @ forecast / w.sum(), w @ label / w.sum()
+
+    served, label_mean = weighted_means("ridge_train", t.columns_of(meta["ridge_inputs"]), meta["ridge"]["halflife"])
+    np.testing.assert_allclose(served, 0.0 if centre else label_mean, atol=1e-6)
+    baseline, label_mean = weighted_means("ridge_baseline", t.model_columns, meta["ridge_baseline"]["halflife"])
+    np.testing.assert_allclose(baseline, label_mean, atol=1e-6)
+    z = own.tensor_inputs(t)[train]
+    offset = load_array(out / "own_train_offset.npy")
+    assert bool(offset.any()) is centre
+    np.testing.assert_allclose(own.predict(z, load_array(out / "own_train_coef.npy"), offset).mean(axis=0)
+                               if centre else offset, 0.0, atol=1e-9)

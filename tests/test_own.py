@@ -69,3 +69,21 @@ def test_own_features_name_a_pairs_spread_and_a_single_prices_series():
                     "target_1__revealed"]
     single = own_features(Target("target_0", 1, "A", None), cfg)
     assert single == ["A__ret1", "A__ret5", "A__z60", None, "target_0__revealed"]
+
+
+def test_a_centred_fit_forecasts_each_target_against_its_own_usual():
+    """Inputs with a persistent level per target: the centred forecast has zero mean over the
+    fitting rows for every target and differs from the uncentred one by that constant alone."""
+    z, labels, lags, _ = panel()
+    z = z + np.random.default_rng(1).normal(size=(1, z.shape[1], z.shape[2]))   # each target's own level
+    coef = own.fit(z[:300], labels[:300], lags, alpha=0.01)
+    offset = own.offset(z[:300], coef)
+    np.testing.assert_allclose(own.predict(z[:300], coef, offset).mean(axis=0), 0.0, atol=1e-12)
+    held, plain = own.predict(z[300:], coef, offset), own.predict(z[300:], coef)
+    np.testing.assert_allclose(plain - held, np.broadcast_to(offset, held.shape), atol=1e-12)
+    assert not own.offset(z[:300], coef, centre=False).any()
+    # the levels carry nothing about the labels: the folds score the centred forecast higher
+    scores = [max(c["mean_sharpe"] for c in own.select(z, labels, lags, np.arange(400), [0.01], n_folds=3,
+                                                          embargo=5, centre=centre).scores)
+              for centre in (False, True)]
+    assert scores[1] > scores[0] + 0.2

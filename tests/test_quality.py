@@ -90,6 +90,8 @@ def test_component_lab_rebuilds_the_served_blend_and_scores_variants(tiny_projec
     assert reduced["rank"] in component_lab.RANKS and np.isfinite(reduced["model"])
     stack = project.stack()
     assert stack["families"] >= 1 and np.isfinite(stack["model"])
+    other = project.centre()                                        # blend.centre the other way
+    assert other["centre"] is not project.centred and other["ridge"] != base["ridge"] and np.isfinite(other["model"])
     variants = (project.pooled(), project.no_transformer(), project.fold_transformer(1),
                 project.fold_transformer(1, validation=False))
     for variant in variants:                                       # the weights or the transformer change

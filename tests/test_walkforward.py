@@ -136,3 +136,36 @@ def test_fewer_columns_than_all_only_beyond_one_standard_error():
     assert choose_columns({4: option(0.24), 0: option(0.20)}, [4, 0], splits)[0] == 0     # within the margin
     assert choose_columns({4: option(0.10), 0: option(0.20)}, [4, 0], splits)[0] == 0
     assert choose_columns({4: option(0.24), 8: option(0.21)}, [4, 8], splits)[0] == 4     # no baseline among them
+
+
+def _drifting(days=600, n_features=6, n_targets=40, seed=4):
+    """Targets with persistent means of their own and no relation to the inputs."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(days, n_features))
+    y = 0.3 * rng.normal(size=n_targets) + rng.normal(size=(days, n_targets))
+    return x, y
+
+
+@pytest.mark.parametrize("halflife", [0.0, 50.0])
+def test_a_ridge_without_intercept_forecasts_its_inputs_deviations_alone(halflife):
+    x, y = _drifting()
+    rows = np.arange(100, 500)
+    w, b = fit_ridge(x, y, 1.0, rows, halflife)
+    w0, b0 = fit_ridge(x, y, 1.0, rows, halflife, intercept=False)
+    np.testing.assert_allclose(w0, w, atol=1e-12)                     # the same coefficients
+    weights = recency_weights(rows, halflife)
+    centred = x[rows] @ w0 + b0
+    np.testing.assert_allclose(weights @ centred / weights.sum(), 0.0, atol=1e-12)   # no constant left
+    mean_label = weights @ y[rows] / weights.sum()
+    np.testing.assert_allclose(b - b0, mean_label, atol=1e-10)       # what it drops: each target's mean label
+
+
+def test_the_folds_score_the_ridge_as_it_forecasts():
+    """Persistent target means and uninformative inputs: with its intercept the ridge ranks the
+    targets by their means and the folds score it high; without, nothing is left to score."""
+    x, y = _drifting()
+    rows = np.arange(600)
+    with_constant = select_ridge(x, y, y, rows, [1.0], [0.0], n_folds=3, embargo=5)
+    without = select_ridge(x, y, y, rows, [1.0], [0.0], n_folds=3, embargo=5, intercept=False)
+    assert with_constant.mean_sharpe > 1.0
+    assert abs(without.mean_sharpe) < 0.3
