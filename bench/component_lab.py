@@ -77,15 +77,14 @@ sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "stages"))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from blend import fold_forecasts, transformer_evidence  # noqa: E402  (stages/blend.py: the stage's evidence)
+from blend import fold_forecasts, ridge_options, transformer_evidence  # noqa: E402  (stages/blend.py: the stage's evidence)
 from train import chosen_epochs, fold_evidence  # noqa: E402  (stages/train.py: a head's configuration on the folds)
 from quality import finished_projects  # noqa: E402
 
 from spreadcast import config  # noqa: E402
 from spreadcast.evaluation import blend, metric, own  # noqa: E402
 from spreadcast.evaluation.walkforward import (  # noqa: E402
-    RidgeChoice, _RidgePath, choose_columns, embargo_of, fit_ridge, folds, leading_columns, recency_weights,
-    select_ridge)
+    RidgeChoice, _RidgePath, embargo_of, fit_ridge, folds, leading_columns, recency_weights, select_ridge)
 from spreadcast.features import windows  # noqa: E402
 from spreadcast.serve.predictor import load_heads, predict_rows  # noqa: E402
 from spreadcast.training import distributed  # noqa: E402
@@ -195,11 +194,8 @@ class Project:
         t, cfg, centre = self.tensors, self.cfg, not self.centred
         splits, names = t.splits, t.feature_names
         every_fold = t.fold_columns(self.n_folds)
-        options = {count: select_ridge(self.every, self.y, t.raw_labels, splits.train, cfg["ridge_alphas"],
-                                       cfg["ridge_halflives"], self.n_folds, self.delay,
-                                       [leading_columns(c, names, count) for c in every_fold], not centre)
-                   for count in sorted(set(cfg["ridge_columns"]) | {0})}
-        count, _ = choose_columns(options, cfg["ridge_columns"], folds(splits.train, self.n_folds, self.delay))
+        options, count, _ = ridge_options(t, self.every, self.y, self.n_folds, self.delay, cfg["ridge_alphas"],
+                                          cfg["ridge_halflives"], cfg["ridge_columns"], not centre)
         choice = options[count]
         own_alpha = own.select(self.z, t.raw_labels, t.target_lags, splits.train, cfg["own_alphas"], self.n_folds,
                                self.delay, centre).alpha

@@ -57,10 +57,8 @@ def main() -> None:
     every, y, names = tensors.features.numpy(), tensors.labels.numpy(), tensors.feature_names
     fold_columns = tensors.fold_columns(n_folds)
     intercept = not cfg.centre
-    options = {count: select_ridge(every, y, tensors.raw_labels, splits.train, cfg.ridge_alphas, cfg.ridge_halflives,
-                                   n_folds, delay, [leading_columns(c, names, count) for c in fold_columns], intercept)
-               for count in sorted(set(cfg.ridge_columns) | {0})}
-    count, margin = choose_columns(options, cfg.ridge_columns, folds(splits.train, n_folds, delay))
+    options, count, margin = ridge_options(tensors, every, y, n_folds, delay, cfg.ridge_alphas, cfg.ridge_halflives,
+                                           cfg.ridge_columns, intercept)
     choice = options[count]
     # the baseline a user computes in a minute: the ridge on every model input, with its intercept
     baseline = options[0] if intercept else select_ridge(every, y, tensors.raw_labels, splits.train, cfg.ridge_alphas,
@@ -142,6 +140,18 @@ def main() -> None:
     for entry in report:
         print(f"blend: {entry['fold']} ({entry['days']} days from {entry['dates'][0]}) Sharpe  "
               + "  ".join(f"{n} {v:+.3f}" for n, v in entry["sharpe"].items()))
+
+
+def ridge_options(tensors, every, y, n_folds, delay, alphas, halflives, counts, intercept: bool):
+    """The ridge chosen on the walk-forward folds (`select_ridge`, each fold reading its own
+    screen's leading source columns) for each count of source columns in `counts` and for 0
+    (every input), and the count `choose_columns` takes with its margin: (options, count, margin)."""
+    names, fold_columns = tensors.feature_names, tensors.fold_columns(n_folds)
+    options = {count: select_ridge(every, y, tensors.raw_labels, tensors.splits.train, alphas, halflives, n_folds,
+                                   delay, [leading_columns(c, names, count) for c in fold_columns], intercept)
+               for count in sorted(set(counts) | {0})}
+    count, margin = choose_columns(options, counts, folds(tensors.splits.train, n_folds, delay))
+    return options, count, margin
 
 
 def fold_forecasts(tensors, every, y, z, prior, fold_columns, ridge, own_alpha, n_folds, delay,
