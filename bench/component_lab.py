@@ -52,6 +52,9 @@ Variants:
   project's (a project built with it on is measured without, and the other way round): the
   ridge's source columns, penalty and half-life and the own-series penalty chosen again on the
   folds, scoring them as they then forecast; the transformer's evidence is the project's.
+- `levels`: `blend.ridge_levels` the other way from the project's: the ridge's candidate inputs
+  with or without the level features alone (where the project's tensors carry them), its inputs,
+  penalty and half-life and the own-series penalty chosen again on the folds.
 - `fold_only`: the same folds' forecasts, and the transformer's weight rests on them alone (its
   forecasts of the validation days, on which its epochs, prune count and fine-tuning were
   chosen, left out of the evidence; the holdout is forecast by the served heads as always).
@@ -77,20 +80,20 @@ sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "stages"))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from blend import fold_forecasts, ridge_options, transformer_evidence  # noqa: E402  (stages/blend.py: the stage's evidence)
+from blend import candidate_columns, fold_forecasts, ridge_candidates, ridge_options, transformer_evidence  # noqa: E402  (stages/blend.py: the stage's evidence)
 from train import chosen_epochs, fold_evidence  # noqa: E402  (stages/train.py: a head's configuration on the folds)
 from quality import finished_projects  # noqa: E402
 
 from spreadcast import config  # noqa: E402
 from spreadcast.evaluation import blend, metric, own  # noqa: E402
 from spreadcast.evaluation.walkforward import (  # noqa: E402
-    RidgeChoice, _RidgePath, embargo_of, fit_ridge, folds, leading_columns, recency_weights, select_ridge)
+    RidgeChoice, _RidgePath, embargo_of, fit_ridge, folds, recency_weights, select_ridge)
 from spreadcast.features import windows  # noqa: E402
 from spreadcast.serve.predictor import load_heads, predict_rows  # noqa: E402
 from spreadcast.training import distributed  # noqa: E402
 
 VARIANTS = ("base", "refit", "online", "families", "rank_target", "sharpe", "reduced_rank", "stack", "pooled",
-            "no_transformer", "fold_transformer", "fold_only", "centre")
+            "no_transformer", "fold_transformer", "fold_only", "centre", "levels")
 RANKS = (1, 2, 4, 8, 16, 0)  # reduced_rank's candidates (0: every direction, the ridge itself)
 GREEDY_GAIN = 0.01          # a family joins the ridge's inputs only if the folds' mean rises by more
 
@@ -106,13 +109,14 @@ class Project:
         self.choice = json.loads((art / "blend" / "blend.json").read_text())
         self.cfg, self.n_folds = params["blend"], params["walkforward"]["folds"]
         self.centred = bool(self.choice.get("centre", False))   # `blend.centre` (projects built before it: off)
+        self.levels = bool(params["blend"].get("ridge_levels", False))   # `blend.ridge_levels` (before it: off)
         self.reported = json.loads((art / "metrics" / "evaluate.json").read_text())["model_sharpe"]
         self.every, self.y = t.features.numpy().astype(np.float64), t.labels.numpy().astype(np.float64)
         self.model_columns = t.columns_of(self.choice["ridge_inputs"])     # the ridge's inputs
         self.x = self.every[:, self.model_columns]
         self.z = own.tensor_inputs(t)
-        chosen = self.choice["ridge"]["columns"]                 # how many source columns the folds chose
-        self.fold_columns = [leading_columns(c, t.feature_names, chosen) for c in t.fold_columns(self.n_folds)]
+        chosen = self.choice["ridge"]["columns"]                 # the inputs the folds chose (a count, or "levels")
+        self.fold_columns = [candidate_columns(t, c, chosen) for c in t.fold_columns(self.n_folds)]
         self.delay = embargo_of(t.target_lags)
         self.prior = blend.prior_series(t.raw_labels, self.delay)
         self.ridge = RidgeChoice(self.choice["ridge"]["alpha"], self.choice["ridge"]["halflife"], [])
@@ -191,18 +195,27 @@ class Project:
 
     def centre(self) -> dict:
         """The blend with `blend.centre` the other way (see the module)."""
-        t, cfg, centre = self.tensors, self.cfg, not self.centred
-        splits, names = t.splits, t.feature_names
-        every_fold = t.fold_columns(self.n_folds)
+        return {**self._reselect(not self.centred, self.levels), "centre": not self.centred}
+
+    def levels_variant(self) -> dict:
+        """The blend with `blend.ridge_levels` the other way (see the module)."""
+        return {**self._reselect(self.centred, not self.levels), "ridge_levels": not self.levels}
+
+    def _reselect(self, centre: bool, levels: bool) -> dict:
+        """The blend whose ridge (inputs, penalty, half-life) and own-series penalty are chosen
+        again on the folds with `blend.centre` = `centre` and `blend.ridge_levels` = `levels`."""
+        t, cfg = self.tensors, self.cfg
+        splits = t.splits
         options, count, _ = ridge_options(t, self.every, self.y, self.n_folds, self.delay, cfg["ridge_alphas"],
-                                          cfg["ridge_halflives"], cfg["ridge_columns"], not centre)
+                                          cfg["ridge_halflives"], ridge_candidates(t, cfg["ridge_columns"], levels),
+                                          not centre)
         choice = options[count]
         own_alpha = own.select(self.z, t.raw_labels, t.target_lags, splits.train, cfg["own_alphas"], self.n_folds,
                                self.delay, centre).alpha
         evidence = fold_forecasts(t, self.every, self.y, self.z, self.prior,
-                                  [leading_columns(c, names, count) for c in every_fold], choice, own_alpha,
-                                  self.n_folds, self.delay, centre=centre)
-        x = self.every[:, leading_columns(t.model_columns, names, count)]
+                                  [candidate_columns(t, c, count) for c in t.fold_columns(self.n_folds)], choice,
+                                  own_alpha, self.n_folds, self.delay, centre=centre)
+        x = self.every[:, candidate_columns(t, t.model_columns, count)]
         w, b = fit_ridge(x, self.y, choice.alpha, splits.train, choice.halflife, not centre)
         coef = own.fit(self.z[splits.train], t.raw_labels[splits.train], t.target_lags, own_alpha)
         offset = own.offset(self.z[splits.train], coef, centre)
@@ -212,7 +225,7 @@ class Project:
 
         parts = [{n: comps[n] for n in ("ridge", "own")} for _, _, comps in evidence] + [served(splits.val)]
         return {**self.score(holdout=served(splits.holdout), extra=parts), "columns": count, "alpha": choice.alpha,
-                "halflife": choice.halflife, "own_alpha": own_alpha, "centre": centre}
+                "halflife": choice.halflife, "own_alpha": own_alpha}
 
     def rank_target(self) -> dict:
         return self._ridge_variant(blend.centred_ranks(self.tensors.raw_labels), lambda cols: cols)
@@ -430,6 +443,7 @@ def main() -> None:
             row[name] = (base if name == "base" else project.online(args.every) if name == "online"
                          else project.fold_transformer(args.evidence_folds) if name == "fold_transformer"
                          else project.fold_transformer(args.evidence_folds, False) if name == "fold_only"
+                         else project.levels_variant() if name == "levels"
                          else getattr(project, name)())
         table[market] = row
         print(f"{market:10s} " + "  ".join(f"{v} {r['model']:+.3f} (ridge {r['ridge']:+.3f}, own {r['own']:+.3f})"

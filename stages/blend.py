@@ -3,7 +3,8 @@ component (see `spreadcast.evaluation.blend`), and the ridges, own-series fits a
 it serves with.
 
 The ridge's inputs (the first `blend.ridge_columns` source columns in the screen's order, 0: every
-model input; fewer than all only where the folds show more than one standard error of gain),
+model input; or with `blend.ridge_levels` every level feature alone, screened or not, where the
+market has any; fewer than all only where the folds show more than one standard error of gain),
 penalty and recency half-life, and the own-series fit's penalty, are chosen by
 walk-forward folds over the training days (`spreadcast.evaluation.walkforward`; each fold's
 ridge reads the inputs the prescreen chose on that fold's fitting days). The blend's weights are
@@ -57,19 +58,20 @@ def main() -> None:
     every, y, names = tensors.features.numpy(), tensors.labels.numpy(), tensors.feature_names
     fold_columns = tensors.fold_columns(n_folds)
     intercept = not cfg.centre
+    counts = ridge_candidates(tensors, cfg.ridge_columns, cfg.ridge_levels)
     options, count, margin = ridge_options(tensors, every, y, n_folds, delay, cfg.ridge_alphas, cfg.ridge_halflives,
-                                           cfg.ridge_columns, intercept)
+                                           counts, intercept)
     choice = options[count]
     # the baseline a user computes in a minute: the ridge on every model input, with its intercept
     baseline = options[0] if intercept else select_ridge(every, y, tensors.raw_labels, splits.train, cfg.ridge_alphas,
                                                          cfg.ridge_halflives, n_folds, delay, fold_columns)
     print(f"blend: ridge chosen on {n_folds} walk-forward folds of the training days (each on its own "
-          f"screen's inputs): the first {count or 'all'} source columns, alpha {choice.alpha:g}, half-life "
-          f"{choice.halflife:g} days (0 = equal weights); fold means by count: "
-          + ", ".join(f"{c or 'all'} {options[c].mean_sharpe:+.3f}" for c in cfg.ridge_columns)
+          f"screen's inputs): {describe(count, len(tensors.level_inputs))}, alpha {choice.alpha:g}, half-life "
+          f"{choice.halflife:g} days (0 = equal weights); fold means by candidate: "
+          + ", ".join(f"{c or 'all'} {options[c].mean_sharpe:+.3f}" for c in counts)
           + f" (fewer than all only by more than {margin:.3f})")
-    fold_columns = [leading_columns(c, names, count) for c in fold_columns]
-    inputs = leading_columns(tensors.model_columns, names, count)
+    fold_columns = [candidate_columns(tensors, c, count) for c in fold_columns]
+    inputs = candidate_columns(tensors, tensors.model_columns, count)
     x = every[:, inputs]
     w_train, b_train = fit_ridge(x, y, choice.alpha, splits.train, choice.halflife, intercept)
     published = np.flatnonzero(np.isfinite(tensors.raw_labels).any(axis=1))
@@ -127,7 +129,7 @@ def main() -> None:
             "fit_on": cfg.fit_on, "pool_lags": cfg.pool_lags, "centre": cfg.centre, "fit_days": fit_days,
             "ridge": {**choice.to_dict(), "columns": count, "columns_margin": margin,
                       "by_columns": [{"columns": c, "alpha": options[c].alpha, "halflife": options[c].halflife,
-                                      "mean_sharpe": options[c].mean_sharpe} for c in cfg.ridge_columns]},
+                                      "mean_sharpe": options[c].mean_sharpe} for c in counts]},
             "ridge_inputs": [names[j] for j in inputs],
             "ridge_baseline": baseline.to_dict(),
             "own": {**own_choice.to_dict(), "features": tensors.own},
@@ -142,14 +144,39 @@ def main() -> None:
               + "  ".join(f"{n} {v:+.3f}" for n, v in entry["sharpe"].items()))
 
 
+LEVELS = "levels"   # the ridge candidate that reads every level feature alone (`blend.ridge_levels`)
+
+
+def candidate_columns(tensors, columns: np.ndarray, candidate: int | str) -> np.ndarray:
+    """The inputs of one ridge candidate among `columns` (a fold's screened inputs, or the model's):
+    its first `candidate` source columns (0: all of them), or with `LEVELS` every level feature
+    the tensors carry, the same on every fold (which of them are usable reads no label)."""
+    if candidate == LEVELS:
+        return tensors.columns_of(tensors.level_inputs)
+    return leading_columns(columns, tensors.feature_names, candidate)
+
+
+def ridge_candidates(tensors, counts: list[int], levels: bool) -> list[int | str]:
+    """The ridge's candidate inputs: the counts of source columns (`blend.ridge_columns`), and with
+    `levels` (`blend.ridge_levels`) the level features alone where the tensors carry any."""
+    return [*counts, LEVELS] if levels and tensors.level_inputs else list(counts)
+
+
+def describe(candidate: int | str, n_levels: int) -> str:
+    """A ridge candidate in words."""
+    if candidate == LEVELS:
+        return f"the {n_levels} level features alone"
+    return f"the first {candidate} source columns" if candidate else "every input"
+
+
 def ridge_options(tensors, every, y, n_folds, delay, alphas, halflives, counts, intercept: bool):
     """The ridge chosen on the walk-forward folds (`select_ridge`, each fold reading its own
-    screen's leading source columns) for each count of source columns in `counts` and for 0
-    (every input), and the count `choose_columns` takes with its margin: (options, count, margin)."""
-    names, fold_columns = tensors.feature_names, tensors.fold_columns(n_folds)
+    screen's inputs) for each candidate in `counts` (`candidate_columns`) and for 0 (every
+    input), and the candidate `choose_columns` takes with its margin: (options, count, margin)."""
+    fold_columns = tensors.fold_columns(n_folds)
     options = {count: select_ridge(every, y, tensors.raw_labels, tensors.splits.train, alphas, halflives, n_folds,
-                                   delay, [leading_columns(c, names, count) for c in fold_columns], intercept)
-               for count in sorted(set(counts) | {0})}
+                                   delay, [candidate_columns(tensors, c, count) for c in fold_columns], intercept)
+               for count in dict.fromkeys([*counts, 0])}
     count, margin = choose_columns(options, counts, folds(tensors.splits.train, n_folds, delay))
     return options, count, margin
 

@@ -9,17 +9,24 @@ The screen is repeated on the fitting days of each walk-forward fold (`fold_inpu
 per fold, oldest first), so a fold judges a fit whose inputs were chosen without its own days;
 those inputs are scaled and exported too.
 
+With `features.levels`, every level feature (a signed series' level) that is neither missing
+beyond `prescreen.max_missing` nor constant on the training days is exported as well, screened
+or not (`level_inputs`): the blend's ridge has a candidate that reads them alone
+(`blend.ridge_levels`), since a univariate IC can rank a level that predicts many targets
+through different loadings below hundreds of other columns. Which of them pass reads no label.
+
 usage: python stages/prescreen.py --data artifacts/data --splits artifacts/splits --out artifacts/features
 """
 import dataclasses
 
+import numpy as np
 import polars as pl
 
 from spreadcast import cli, config
 from spreadcast.data.ingest import load_ingested
 from spreadcast.data.layout import DATE
-from spreadcast.features.engineer import column_kinds, engineer, own_features, own_slots
-from spreadcast.features.prescreen import prescreen
+from spreadcast.features.engineer import column_kinds, engineer, level_features, own_features, own_slots
+from spreadcast.features.prescreen import prescreen, usable
 from spreadcast.evaluation.walkforward import embargo_of, folds
 from spreadcast.features import splits as date_splits
 from spreadcast.io import atomic_dir, write_json
@@ -53,15 +60,20 @@ def main() -> None:
     index = {n: j for j, n in enumerate(names)}
     own = [[n if n in index else None for n in own_features(t, feat_cfg)] for t in data.targets] if feat_cfg.own else []
     mine = [n for slots in own for n in slots if n is not None]
-    columns = list(dict.fromkeys(kept + [n for k in fold_inputs for n in k] + mine))
+    candidates = level_features(names) if feat_cfg.levels else []
+    levels = usable(matrix[np.ix_(splits.train, [index[n] for n in candidates])], candidates, cfg) if candidates else []
+    columns = list(dict.fromkeys(kept + [n for k in fold_inputs for n in k] + mine + levels))
     if own:
         print(f"prescreen: {len(set(mine) - set(kept) - extra)} more features are targets' own series "
               f"({len(own_slots(feat_cfg))} slots per target)")
+    if candidates:
+        print(f"prescreen: {len(levels)} of {len(candidates)} level features usable for the blend's level ridge, "
+              f"{len(set(levels) - set(kept) - extra - set(mine))} of them beyond the screen")
     with atomic_dir(args.out) as tmp:
         pl.DataFrame({DATE: data.date_ids, **{n: matrix[:, index[n]] for n in columns}}).write_parquet(
             tmp / "features.parquet")
         write_json(tmp / "registry.json", {"features": columns, "model_inputs": kept,
-                                           "fold_inputs": fold_inputs,
+                                           "fold_inputs": fold_inputs, "level_inputs": levels,
                                            "own": {"slots": own_slots(feat_cfg) if own else [], "features": own},
                                            "engineering": dataclasses.asdict(feat_cfg), "kinds": kinds,
                                            "splits": splits.to_dict(data.date_ids)})

@@ -33,6 +33,7 @@ def main() -> None:
             "features": scaler.features,
             "model_inputs": registry["model_inputs"],
             "fold_inputs": registry["fold_inputs"],
+            "level_inputs": registry.get("level_inputs", []),
             "own": registry["own"],
             "targets": [t.to_dict() for t in data.targets],
             "target_scale": scaler.target_scale.tolist(),

@@ -381,6 +381,7 @@ class BlendConfig:
     ridge_halflives: list[float] = field(default_factory=lambda: [0.0, 250.0])   # 0: every day equal
     own_alphas: list[float] = field(default_factory=lambda: [0.01, 0.1, 1.0, 10.0])   # the own-series fit's penalties
     ridge_columns: list[int] = field(default_factory=lambda: [2, 4, 8, 16, 32, 0])   # source columns the ridge reads (0: all)
+    ridge_levels: bool = True  # and, where there are level features (features.levels), those alone: a candidate too
     centre: bool = True        # the ridge (no intercept) and own-series fit forecast deviations from their fitting rows' means; constants are the prior's
 
     def validate(self, s: str) -> None:

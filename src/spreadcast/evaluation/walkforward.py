@@ -144,15 +144,17 @@ def select_ridge(x: np.ndarray, y: np.ndarray, labels: np.ndarray, rows: np.ndar
     return RidgeChoice(alpha=float(best["alpha"]), halflife=float(best["halflife"]), scores=scores)
 
 
-def choose_columns(options: dict[int, RidgeChoice], counts: list[int], splits: list) -> tuple[int, float]:
-    """The count of source columns for the ridge (`leading_columns`), from each count's choice
-    (`select_ridge`) on the folds `splits`: the one with the best mean Sharpe over the folds,
+def choose_columns(options: dict, counts: list, splits: list) -> tuple[int | str, float]:
+    """The ridge's inputs among the candidates `counts`: counts of source columns
+    (`leading_columns`) and any other named candidate (the stage's `"levels"`), from each one's
+    choice (`select_ridge`) on the folds `splits`: the one with the best mean Sharpe over the folds,
     except that reading fewer than every input (count 0, the baseline's inputs, where it is a
     candidate) must beat every input by more than one standard error of a Sharpe ratio over the
-    folds' days, 1 / sqrt(days): a subset of columns is a bet the evidence has to carry.
-    Returns the count and that margin."""
+    folds' days, 1 / sqrt(days): a subset of columns is a bet the evidence has to carry. A tie
+    goes to every input, then to the larger count, then to a named candidate.
+    Returns the candidate and that margin."""
     margin = 1.0 / np.sqrt(sum(test.size for _, test in splits))
-    best = max(counts, key=lambda c: (options[c].mean_sharpe, c == 0, c))
+    best = max(counts, key=lambda c: (options[c].mean_sharpe, c == 0, c if isinstance(c, int) else -1))
     if 0 in counts and options[best].mean_sharpe - options[0].mean_sharpe <= margin:
         best = 0
     return best, float(margin)

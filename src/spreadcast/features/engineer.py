@@ -34,6 +34,7 @@ from spreadcast.config import FeaturesConfig
 from spreadcast.data.layout import DATE, LABEL_DATE
 from spreadcast.data.targets import Target, is_revealed, publication_date
 
+LEVEL = "__level"   # the suffix of a signed series' level feature (`features.levels`)
 VOLUME_LIKE = re.compile(r"(volume|open_interest)$", re.IGNORECASE)
 
 
@@ -125,7 +126,7 @@ def column_features(name: str, values: np.ndarray, cfg: FeaturesConfig, kind: st
         out[f"{name}__{tag}"] = _diffs(series, idx, n, [1])[0]
         out[f"{name}__z{cfg.level_window}"] = _scatter(_trailing(series, cfg.level_window, "z"), idx, n)
         if kind == "level" and cfg.levels:
-            out[f"{name}__level"] = _scatter(series, idx, n)
+            out[f"{name}{LEVEL}"] = _scatter(series, idx, n)
     return out
 
 
@@ -150,6 +151,11 @@ def own_features(target: Target, cfg: FeaturesConfig) -> list[str | None]:
     else:
         series = [None] * (len(cfg.return_horizons) + 1 + len(cfg.deviation_halflives))
     return series + [f"{target.name}__revealed" if cfg.revealed_labels else None]
+
+
+def level_features(names: list[str]) -> list[str]:
+    """The level features among `names` (each signed series' level, `features.levels`), in order."""
+    return [n for n in names if n.endswith(LEVEL)]
 
 
 def family(name: str) -> str:

@@ -43,22 +43,36 @@ def _label_blind(keys: list[str]) -> np.ndarray:
     return np.array([place[k] for k in keys])
 
 
+def _unusable(features: np.ndarray, cfg: PrescreenConfig) -> tuple[list[str | None], np.ndarray]:
+    """Why each column cannot be an input whatever the labels say (None: it can): missing on more
+    than `max_missing` of the rows, or constant. Also each column's share of missing rows."""
+    missing = np.isnan(features).mean(axis=0)
+    with np.errstate(invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)      # an all-missing column: constant
+        std = np.nanstd(features, axis=0)
+    reason: list[str | None] = [None] * features.shape[1]
+    for j in range(features.shape[1]):
+        if missing[j] > cfg.max_missing:
+            reason[j] = f"missing {missing[j]:.2f} > {cfg.max_missing}"
+        elif not np.isfinite(std[j]) or std[j] <= cfg.min_std:
+            reason[j] = f"constant (std {0.0 if not np.isfinite(std[j]) else std[j]:.3g})"
+    return reason, missing
+
+
+def usable(features: np.ndarray, names: list[str], cfg: PrescreenConfig) -> list[str]:
+    """The names of the columns of `features` (rows x F) that pass the screen's label-blind
+    checks (missing share, constancy), in their order: no label is read."""
+    reason, _ = _unusable(features, cfg)
+    return [name for name, r in zip(names, reason) if r is None]
+
+
 def prescreen(features: np.ndarray, names: list[str], labels: np.ndarray, cfg: PrescreenConfig):
     """Screen `features` (training rows x F) against `labels` (training rows x T).
 
     Returns the kept names in a stable order (best score first, ties by name) and the report.
     """
     n = features.shape[1]
-    missing = np.isnan(features).mean(axis=0)
-    with np.errstate(invalid="ignore"), warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)      # an all-missing column: dropped below
-        std = np.nanstd(features, axis=0)
-    reason: list[str | None] = [None] * n
-    for j in range(n):
-        if missing[j] > cfg.max_missing:
-            reason[j] = f"missing {missing[j]:.2f} > {cfg.max_missing}"
-        elif not np.isfinite(std[j]) or std[j] <= cfg.min_std:
-            reason[j] = f"constant (std {0.0 if not np.isfinite(std[j]) else std[j]:.3g})"
+    reason, missing = _unusable(features, cfg)
     alive = np.array([r is None for r in reason])
     score = np.zeros(n)
     if alive.any():

@@ -78,6 +78,7 @@ class Tensors:
     model_inputs: list[str]     # the features the transformer and the ridge read
     own: list[list[str | None]]  # each target's own features, one name or None per slot (empty: none)
     fold_inputs: list[list[str]] = field(default_factory=list)   # the screen's inputs on each walk-forward fold
+    level_inputs: list[str] = field(default_factory=list)        # every usable level feature, screened or not
 
     @property
     def model_columns(self) -> np.ndarray:
@@ -149,6 +150,7 @@ def load(folder) -> Tensors:
         model_inputs=meta["model_inputs"],
         own=meta["own"]["features"] or [[] for _ in meta["targets"]],
         fold_inputs=meta.get("fold_inputs", []),
+        level_inputs=meta.get("level_inputs", []),
     )
 
 
