@@ -87,9 +87,14 @@ def main() -> None:
     oracle = oracle_for(Path(args.oracle), registry)
     if oracle is not None:
         scored = test_days[SCORED].to_numpy()
-        answers = oracle_table(oracle / "answers.parquet", dates, tensors.target_names)[scored]
+        answers = oracle_table(oracle / "answers.parquet", dates, tensors.target_names)
+        # a scored day with fewer than two labels (the targets' legs closed) has no rank correlation
+        unanswered = scored & (np.isfinite(answers).sum(axis=1) < 2)
+        scored = scored & ~unanswered
+        answers = answers[scored]
         ceiling = oracle_table(oracle / "ceiling.parquet", dates, tensors.target_names)[scored]
         summary["scored_days"] = int(scored.sum())
+        summary["scored_days_unlabelled"] = int(unanswered.sum())
         summary["test_sharpe"] = metric.score(answers, preds[scored])
         summary["ceiling_sharpe"] = metric.score(answers, ceiling)
         summary["fraction_of_ceiling"] = summary["test_sharpe"] / summary["ceiling_sharpe"]

@@ -198,3 +198,46 @@ def test_blend_stage_leaves_each_targets_constant_to_the_prior(tiny_project, tmp
     assert bool(offset.any()) is centre
     np.testing.assert_allclose(own.predict(z, load_array(out / "own_train_coef.npy"), offset).mean(axis=0)
                                if centre else offset, 0.0, atol=1e-9)
+
+
+def test_a_level_signal_beyond_the_screen_reaches_the_served_ridge(tmp_path):
+    """A market whose targets move with two published rate levels, and a screen too short to keep
+    them: the prescreen exports every usable level feature anyway, the folds choose the blend's
+    ridge on them alone, that ridge (centred: the levels' moves alone) scores on the holdout, and
+    serving day by day gives the submission exactly (the server engineers the levels it reads)."""
+    import json
+
+    import polars as pl
+
+    from conftest import BLEND, EVALUATE, PER_LAG, PIPELINE, SUBMIT, stage, write_params
+    from spreadcast.serve import replay
+
+    params, d = write_params(tmp_path, synthetic={"n_levels": 2, "level_strength": 0.5, "signal_strength": 0.0,
+                                                  "n_train_days": 420, "lags": [1], "targets_per_lag": 16},
+                             data={"lags": [1]}, prescreen={"top_k": 6, "rank_by": "random"},
+                             windows={"history": 8, "val_days": 60, "holdout_days": 60, "embargo": 5})
+    for command in PIPELINE:
+        stage(command, params, in_process=True, d=d)
+    registry = json.loads((d / "features" / "registry.json").read_text())
+    levels = ["RATE_1__level", "RATE_2__level"]
+    assert registry["level_inputs"] == levels
+    assert not set(levels) & set(registry["model_inputs"])        # beyond the (label-blind, short) screen
+    assert json.loads((d / "tensors" / "meta.json").read_text())["level_inputs"] == levels
+    for command in PER_LAG:
+        stage(command, params, in_process=True, d=d, k=1)
+    stage(BLEND, params, in_process=True, d=d)
+    fitted = json.loads((d / "blend" / "blend.json").read_text())
+    assert fitted["ridge"]["columns"] == "levels" and fitted["ridge_inputs"] == levels
+    by = {e["columns"]: e["mean_sharpe"] for e in fitted["ridge"]["by_columns"]}
+    assert by["levels"] > by[0] + fitted["ridge"]["columns_margin"]
+    stage(EVALUATE, params, in_process=True, d=d)
+    metrics = json.loads((d / "metrics" / "evaluate.json").read_text())
+    assert metrics["blend_ridge_sharpe"] > 0.3          # the levels' moves, without any constant (centred)
+    stage(SUBMIT, params, in_process=True, d=d)
+    scored = json.loads((d / "metrics" / "submit.json").read_text())
+    assert scored["scored_days"] + scored["scored_days_unlabelled"] == 90     # synthetic.n_scored_days
+    assert np.isfinite(scored["test_sharpe"])
+    submission, stats = replay.replay(d / "dataset", d)
+    expected = pl.read_csv(d / "submission" / "submission.csv")
+    assert stats["fallbacks"] == 0
+    np.testing.assert_allclose(submission.to_numpy(), expected.to_numpy(), atol=1e-6)

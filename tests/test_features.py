@@ -7,7 +7,7 @@ from spreadcast.features import scaling
 from spreadcast.data.layout import read_dataset
 from spreadcast.data.targets import Target, compute_labels
 from spreadcast.features.engineer import column_kind, engineer, revealed_labels
-from spreadcast.features.prescreen import prescreen
+from spreadcast.features.prescreen import prescreen, usable
 from spreadcast.errors import SplitError
 from spreadcast.features.splits import make_splits
 from spreadcast.features.windows import Windows
@@ -121,6 +121,8 @@ def test_prescreen_reasons_and_ranking():
     assert reasons["holey"].startswith("missing")
     kept, report = prescreen(feats, names, y, PrescreenConfig(top_k=1))
     assert kept == ["good"] and {r["feature"]: r["reason"] for r in report}["noise"] == "beyond top_k 1"
+    # the label-blind checks alone (what the level features exported beyond the screen pass)
+    assert usable(feats, names, PrescreenConfig(max_missing=0.5)) == ["good", "zdup", "noise"]
 
 
 @pytest.mark.parametrize("method", ["standard", "robust"])

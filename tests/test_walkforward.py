@@ -136,6 +136,13 @@ def test_fewer_columns_than_all_only_beyond_one_standard_error():
     assert choose_columns({4: option(0.24), 0: option(0.20)}, [4, 0], splits)[0] == 0     # within the margin
     assert choose_columns({4: option(0.10), 0: option(0.20)}, [4, 0], splits)[0] == 0
     assert choose_columns({4: option(0.24), 8: option(0.21)}, [4, 8], splits)[0] == 4     # no baseline among them
+    # a named candidate (the blend's level features alone) on the same terms as the counts
+    assert choose_columns({4: option(0.24), "levels": option(0.30), 0: option(0.20)}, [4, "levels", 0],
+                          splits)[0] == "levels"
+    assert choose_columns({4: option(0.24), "levels": option(0.24), 0: option(0.20)}, [4, "levels", 0],
+                          splits)[0] == 0                                              # within the margin
+    assert choose_columns({4: option(0.30), "levels": option(0.30), 0: option(0.20)}, [4, "levels", 0],
+                          splits)[0] == 4                                              # a tie: the count
 
 
 def _drifting(days=600, n_features=6, n_targets=40, seed=4):
