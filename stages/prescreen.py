@@ -14,6 +14,7 @@ beyond `prescreen.max_missing` nor constant on the training days is exported as 
 or not (`level_inputs`): the blend's ridge has a candidate that reads them alone
 (`blend.ridge_levels`), since a univariate IC can rank a level that predicts many targets
 through different loadings below hundreds of other columns. Which of them pass reads no label.
+With `prescreen.keep_levels` they are model inputs too, on the training days and on every fold.
 
 usage: python stages/prescreen.py --data artifacts/data --splits artifacts/splits --out artifacts/features
 """
@@ -46,22 +47,31 @@ def main() -> None:
     kinds = column_kinds(data.prices)
     names, matrix = engineer(data.prices, feat_cfg, data.targets, data.labels, data.revealed, kinds)
     splits = date_splits.load(args.splits, data.date_ids)
-    kept, report = prescreen(matrix[splits.train], names, data.labels[splits.train], cfg)
+    index = {n: j for j, n in enumerate(names)}
+    candidates = level_features(names) if feat_cfg.levels else []
+    levels = usable(matrix[np.ix_(splits.train, [index[n] for n in candidates])], candidates, cfg) if candidates else []
+    joined = levels if cfg.keep_levels else []     # model inputs whatever the screen says
+
+    def screened(rows):
+        chosen, lines = prescreen(matrix[rows], names, data.labels[rows], cfg)
+        more = [n for n in joined if n not in chosen]
+        for line in lines:
+            if line["feature"] in more:
+                line.update(kept=True, reason="kept: a level feature (prescreen.keep_levels)")
+        return chosen + more, lines
+
+    kept, report = screened(splits.train)
     print(f"prescreen: {len(names)} engineered features, {len(kept)} kept "
-          f"(training fold: {splits.train.size} days)")
+          f"(training fold: {splits.train.size} days)" + (f", the {len(joined)} level features among them" if joined else ""))
     embargo = embargo_of(t.lag for t in data.targets)
-    fold_inputs = [prescreen(matrix[fit], names, data.labels[fit], cfg)[0]
-                   for fit, _ in folds(splits.train, n_folds, embargo)]
+    fold_inputs = [screened(fit)[0] for fit, _ in folds(splits.train, n_folds, embargo)]
     extra = {n for k in fold_inputs for n in k} - set(kept)
     print(f"prescreen: repeated on the fitting days of {n_folds} walk-forward folds: "
           f"{', '.join(str(len(set(k) & set(kept))) for k in fold_inputs)} of their inputs among the {len(kept)}, "
           f"{len(extra)} more features")
 
-    index = {n: j for j, n in enumerate(names)}
     own = [[n if n in index else None for n in own_features(t, feat_cfg)] for t in data.targets] if feat_cfg.own else []
     mine = [n for slots in own for n in slots if n is not None]
-    candidates = level_features(names) if feat_cfg.levels else []
-    levels = usable(matrix[np.ix_(splits.train, [index[n] for n in candidates])], candidates, cfg) if candidates else []
     columns = list(dict.fromkeys(kept + [n for k in fold_inputs for n in k] + mine + levels))
     if own:
         print(f"prescreen: {len(set(mine) - set(kept) - extra)} more features are targets' own series "

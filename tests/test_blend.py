@@ -241,3 +241,28 @@ def test_a_level_signal_beyond_the_screen_reaches_the_served_ridge(tmp_path):
     expected = pl.read_csv(d / "submission" / "submission.csv")
     assert stats["fallbacks"] == 0
     np.testing.assert_allclose(submission.to_numpy(), expected.to_numpy(), atol=1e-6)
+
+
+def test_keep_levels_makes_every_level_feature_a_model_input(tmp_path):
+    """`prescreen.keep_levels`: the level features join the screen's inputs on the training days
+    and on every fold's fitting days, and the report says why; off (the default), a short
+    label-blind screen leaves them out."""
+    import json
+
+    from conftest import PIPELINE, stage, write_params
+
+    levels = ["RATE_1__level", "RATE_2__level", "RATE_3__level"]
+    found = {}
+    for keep in (True, False):
+        params, d = write_params(tmp_path / str(keep), synthetic={"n_levels": 3, "n_train_days": 300, "n_us": 20},
+                                 prescreen={"top_k": 6, "rank_by": "random", "keep_levels": keep})
+        for command in PIPELINE[:4]:
+            stage(command, params, in_process=True, d=d)
+        found[keep] = json.loads((d / "features" / "registry.json").read_text())
+        report = {r["feature"]: r for r in json.loads((d / "features" / "report.json").read_text())}
+        assert found[keep]["level_inputs"] == levels
+        assert all(report[n]["kept"] is (keep or n in found[keep]["model_inputs"]) for n in levels)
+    assert not set(levels) & set(found[False]["model_inputs"])
+    assert found[True]["model_inputs"] == found[False]["model_inputs"] + levels
+    for with_levels, without in zip(found[True]["fold_inputs"], found[False]["fold_inputs"]):
+        assert with_levels == without + levels

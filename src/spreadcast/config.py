@@ -209,6 +209,7 @@ class PrescreenConfig:
     group_by_column: bool = True
     rank_by: Literal["ic", "random"] = "ic"    # random: a label-blind control, same count kept
     ic_blocks: int = 1                          # the IC is taken in this many consecutive blocks of days
+    keep_levels: bool = False                   # every usable level feature is a model input, screened or not
 
     def validate(self, s: str) -> None:
         _require(0.0 <= self.max_missing <= 1.0, f"{s}.max_missing", "must be in [0, 1]")
