@@ -13,7 +13,13 @@ the drift mechanism's forecast) is fit on the project's training days, and on th
 training days after the regime day where the market has one, and scored on the project's
 holdout days beside the ceiling and the served model. Each fit is scored twice: on the state
 variables alone (the fit's forecast less each target's training mean, so only what moves with
-the state ranks the targets) and with the targets' means (the whole fit).
+the state ranks the targets) and with the targets' means (the whole fit); and once more fit to the
+oracle's expectation itself instead of the labels (no label noise: what the state variables can
+express, against what the training days' labels let a ridge estimate).
+
+Beside it, each mechanism's part of the ceiling alone (`synthetic.generate(ceiling_of=...)`: the
+expectation driven by that mechanism's source only, the reversion of what it moves included; the
+parts add up to the ceiling), scored on the same holdout days: where a market's ceiling lies.
 
 It is a bound on the estimation, not on the search: the pipeline must also find those few
 columns among all the others, which this ridge is told. Mean reversion's state is each asset's
@@ -66,6 +72,24 @@ def state_variables(cfg, market: synthetic.Market) -> tuple[list[str], np.ndarra
     return names, values, frame[DATE].to_numpy()
 
 
+def expectation(market: synthetic.Market, t) -> np.ndarray:
+    """The oracle's expectation of the labels (`market.ceiling`) on the tensors' dates and targets."""
+    frame = market.ceiling
+    where = {int(d): i for i, d in enumerate(frame[DATE].to_numpy())}
+    return frame.select(t.target_names).to_numpy()[[where[int(d)] for d in t.date_ids]]
+
+
+def by_mechanism(cfg, t) -> dict[str, float]:
+    """Holdout Sharpe of each active mechanism's part of the oracle's expectation alone
+    (`synthetic.generate(ceiling_of=...)`; the parts add up to the ceiling)."""
+    active = {"lead_lag": cfg.signal_strength, "levels": cfg.level_strength * cfg.n_levels,
+              "drift": cfg.drift_strength, "reversion": cfg.reversion_strength}
+    holdout = t.splits.holdout
+    return {name: round(metric.summary(t.raw_labels[holdout],
+                                       expectation(synthetic.generate(cfg, name), t)[holdout])["sharpe"], 4)
+            for name in synthetic.MECHANISMS if active[name] > 0}
+
+
 def attainable(root: Path) -> dict | None:
     """The row of one project, or None where the market has no ceiling (real prices, none set)."""
     params = root / "params.yaml"
@@ -73,7 +97,8 @@ def attainable(root: Path) -> dict | None:
     if not metrics.get("ceiling_sharpe"):
         return None
     cfg = config.load("synthetic", str(params))
-    names, values, dates = state_variables(cfg, synthetic.generate(cfg))
+    market = synthetic.generate(cfg)
+    names, values, dates = state_variables(cfg, market)
     t = windows.load(root / "artifacts" / "tensors")
     where = {int(d): i for i, d in enumerate(dates)}
     x = values[[where[int(d)] for d in t.date_ids]]
@@ -81,19 +106,22 @@ def attainable(root: Path) -> dict | None:
     x = (x - x[train].mean(axis=0)) / np.where(x[train].std(axis=0) > 0, x[train].std(axis=0), 1.0)
     y = t.labels.numpy().astype(np.float64)
     truth = t.raw_labels[holdout]
+    # the expectation on the labels' scale (each target's training spread), no label noise
+    spread = np.nanstd(t.raw_labels[train], axis=0)
+    expected = expectation(market, t) / np.where(spread > 0, spread, 1.0)
     fits = {"all training days": train}
     if cfg.regime_day > 0 and (t.date_ids[train] >= cfg.regime_day).sum() > 20:
         fits["training days after the regime day"] = train[t.date_ids[train] >= cfg.regime_day]
     row = {"state_variables": names, "ceiling": round(metrics["ceiling_sharpe"], 4),
-           "model": round(metrics["model_sharpe"], 4)}
+           "model": round(metrics["model_sharpe"], 4), "ceiling_by_mechanism": by_mechanism(cfg, t)}
     for name, rows in fits.items():
-        means = np.nan_to_num(y[rows]).mean(axis=0)        # the fit's intercept for centred state variables
-        for part, less in (("state", means), ("state_and_means", 0.0)):
-            if part == "state" and not names:
+        for part, target in (("state", y), ("state_and_means", y), ("state fit to the expectation", expected)):
+            if part != "state_and_means" and not names:
                 continue
+            less = 0.0 if part == "state_and_means" else np.nan_to_num(target[rows]).mean(axis=0)  # the intercept
             scores = {}
             for alpha in ALPHAS:
-                w, b = fit_ridge(x, y, alpha, rows, 0.0)
+                w, b = fit_ridge(x, target, alpha, rows, 0.0)
                 scores[alpha] = metric.summary(truth, x[holdout] @ w + b - less)["sharpe"]
             best = max(scores, key=scores.get)
             row[f"{part}, {name}"] = {"sharpe": round(scores[best], 4), "alpha": best, "days": int(rows.size),
@@ -117,10 +145,11 @@ def main() -> None:
             continue
         table[market] = row
         print(f"{market:10s} ceiling {row['ceiling']:+.3f}  model {row['model']:+.3f} "
-              f"({row['model_share_of_ceiling']:.0%}); ridge on the {len(row['state_variables'])} state variables:",
-              flush=True)
+              f"({row['model_share_of_ceiling']:.0%}); each mechanism's part of the ceiling alone: "
+              + ", ".join(f"{k} {v:+.3f}" for k, v in row["ceiling_by_mechanism"].items())
+              + f"; ridge on the {len(row['state_variables'])} state variables:", flush=True)
         for k, v in row.items():
-            if isinstance(v, dict):
+            if isinstance(v, dict) and "sharpe" in v:
                 print(f"{'':12s}{k:56s} {v['sharpe']:+.3f} ({v['share_of_ceiling']:.0%})", flush=True)
     result = {"markets": table, "alphas": list(ALPHAS), "wall_s": round(time.perf_counter() - start)}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

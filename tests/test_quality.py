@@ -158,6 +158,11 @@ def test_a_ridge_told_the_state_variables_reaches_much_of_the_ceiling(tiny_proje
     assert len(row["state_variables"]) == 2 and all("weighted returns" in n for n in row["state_variables"])
     told = row["state, all training days"]
     assert told["share_of_ceiling"] > 0.3, row
+    # lead-lag is the tiny market's one mechanism: its part is the whole ceiling; fit to the
+    # oracle's expectation instead of the noisy labels, the same ridge does better
+    assert list(row["ceiling_by_mechanism"]) == ["lead_lag"]
+    assert row["ceiling_by_mechanism"]["lead_lag"] == pytest.approx(row["ceiling"], abs=1e-3)
+    assert row["state fit to the expectation, all training days"]["sharpe"] > told["sharpe"] + 0.05, row
     from spreadcast import config
     from spreadcast.data import synthetic
     cfg = config.load("synthetic", str(tiny_project / "params.yaml"))

@@ -150,3 +150,24 @@ def test_zoo_layout_levels_late_market_and_mechanism_streams(tmp_path):
     synthetic.write(market, tmp_path / "ds", tmp_path / "oracle", cfg)
     ds = read_dataset(tmp_path / "ds", lags=cfg.lags)
     assert "RATE_1" in ds.test.columns
+
+
+def test_each_mechanisms_part_of_the_ceiling_adds_up_to_it():
+    """`generate(ceiling_of=...)` gives one mechanism's part of the oracle's expectation, the
+    market unchanged: on the mixed market the four parts add up to the ceiling, each part is a
+    real share of it (none zero, none the whole), and a mechanism the market lacks has none."""
+    cfg = SyntheticConfig(**{**ZOO_SIZE, "n_train_days": 300, **MECHANISMS["mixed"], "regime_day": 200,
+                             "regime_factor": 0.5})
+    whole = synthetic.generate(cfg)
+    parts = {name: synthetic.generate(cfg, name) for name in synthetic.MECHANISMS}
+    for market in parts.values():
+        assert market.train.equals(whole.train) and market.train_labels.equals(whole.train_labels)
+    ceiling = whole.ceiling.drop("date_id").to_numpy()
+    values = {name: m.ceiling.drop("date_id").to_numpy() for name, m in parts.items()}
+    assert np.allclose(sum(values.values()), ceiling, rtol=0, atol=1e-12)
+    for name, part in values.items():
+        assert 0.01 < np.nanstd(part) / np.nanstd(ceiling) < 0.99, name
+    drift_only = SyntheticConfig(**{**ZOO_SIZE, "n_train_days": 300, **MECHANISMS["drift"]})
+    assert np.all(synthetic.generate(drift_only, "lead_lag").ceiling.drop("date_id").to_numpy() == 0.0)
+    with pytest.raises(ValueError, match="'momentum'.*lead_lag"):
+        synthetic.generate(cfg, "momentum")

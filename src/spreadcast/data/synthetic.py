@@ -97,7 +97,15 @@ def _student_t(rng: np.random.Generator, df: float, size) -> np.ndarray:
     return rng.standard_t(df, size=size) / np.sqrt(df / (df - 2.0))
 
 
-def generate(cfg: SyntheticConfig) -> Market:
+MECHANISMS = ("lead_lag", "levels", "drift", "reversion")
+
+
+def generate(cfg: SyntheticConfig, ceiling_of: str | None = None) -> Market:
+    """The market of `cfg`. `ceiling_of` (one of MECHANISMS) makes `Market.ceiling` that
+    mechanism's part of the expectation alone (`_expected_returns`; the parts add up to the
+    ceiling), the market itself unchanged."""
+    if ceiling_of is not None and ceiling_of not in MECHANISMS:
+        raise ValueError(f"ceiling_of={ceiling_of!r}: not a mechanism; choose from {', '.join(MECHANISMS)}")
     rng = np.random.default_rng(cfg.seed)
     # Draws of the mechanisms beyond lead-lag come from their own stream, so adding one leaves
     # every other draw (and the lead-lag market of the same seed) unchanged.
@@ -184,7 +192,7 @@ def generate(cfg: SyntheticConfig) -> Market:
     # Labels from observed prices (missing where a needed price is missing), on every day.
     observed_log = np.where(open_, log_close, np.nan)
     labels = compute_labels(observed_log, close_cols, targets)
-    expected = _expected_returns(cfg, mech, sigma, exposure, s, max(cfg.lags) + 1)
+    expected = _expected_returns(cfg, mech, sigma, exposure, s, max(cfg.lags) + 1, ceiling_of)
     ceiling = _ceiling(targets, close_cols, expected)
 
     feature_names = list(columns)
@@ -274,17 +282,23 @@ def _revert(returns: np.ndarray, kappa: np.ndarray, decay: float, regime: np.nda
 
 
 def _expected_returns(cfg: SyntheticConfig, mech: _Mechanisms, sigma: np.ndarray, exposure: np.ndarray,
-                      s: np.ndarray, horizon: int) -> list[np.ndarray]:
+                      s: np.ndarray, horizon: int, only: str | None = None) -> list[np.ndarray]:
     """E[r[t+k] | day t] for k = 1..horizon, each (days, instruments).
 
     The drift of day t+k is the regime of t+k times: lead-lag on s[t+k-1] (expected
     phi^(k-1) s[t]), levels on x[t+k-1] (psi^(k-1) x[t]), the mean, and the reversion on the
-    expected deviation of day t+k-1, which the expected returns themselves move forward."""
+    expected deviation of day t+k-1, which the expected returns themselves move forward.
+
+    The recursion is linear in its four sources (the signals, the levels, the mean and the
+    deviation of day t), so with `only` (one of MECHANISMS) it is run on that source alone, the
+    reversion of what the source moves included: the four parts add up to the whole."""
     n_days = s.shape[0]
-    lead = s @ (cfg.signal_strength * sigma[:, None] * exposure).T
-    level = mech.levels @ (cfg.level_strength * sigma[:, None] * mech.level_load).T
-    mean = mech.mean if cfg.drift_strength > 0 else np.zeros_like(sigma)
-    deviation = mech.deviation if mech.deviation is not None else np.zeros((n_days, sigma.size))
+    on = (lambda name: True) if only is None else (lambda name: name == only)   # noqa: E731
+    zero = np.zeros((n_days, sigma.size))
+    lead = s @ (cfg.signal_strength * sigma[:, None] * exposure).T if on("lead_lag") else zero
+    level = mech.levels @ (cfg.level_strength * sigma[:, None] * mech.level_load).T if on("levels") else zero
+    mean = mech.mean if cfg.drift_strength > 0 and on("drift") else np.zeros_like(sigma)
+    deviation = mech.deviation if mech.deviation is not None and on("reversion") else zero
     padded = np.concatenate([mech.regime, np.full(horizon, mech.regime[-1])])
     out = []
     for k in range(1, horizon + 1):
