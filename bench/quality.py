@@ -11,12 +11,15 @@ and `artifacts/evaluate/daily_ic.csv` it reports the holdout Sharpe of the model
 blend), the ridge on
 all the model's inputs, each target's mean training rank as a constant (`const_rank`) and the
 oracle (`ceiling`, null on real data and on the null market), and a 90% circular block
-bootstrap over holdout days of the model's Sharpe minus the better baseline's.
+bootstrap over holdout days of the model's Sharpe minus the better baseline's. Where the
+market's dataset ships its test days' true labels (`solution.csv`: real_dev), it also runs
+`dvc repro submit` and reports what is served on those days (`served`: the heads refit on every
+labelled day, the prior updated with every revealed label) beside a constant ranking.
 `--reseed K` adds K to every synthetic market's seed (the default market's `synthetic.seed`
 included): the same kinds of market with other draws of columns, loadings and shocks, which no
 default was chosen on (real_dev is skipped).
 Writes `bench/results/quality.json`:
-`{"markets": {NAME: {"days", "model", "ridge", "const_rank", "ceiling", "model_minus_best_ci90"}},
+`{"markets": {NAME: {"days", "model", "ridge", "const_rank", "ceiling", "model_minus_best_ci90"[, "served"]}},
 "wall_s", "components": {NAME: {"transformer", "blend_ridge", "prior", "own"}}}` (the blend's own components beside
 the table) and prints the table.
 """
@@ -112,12 +115,12 @@ def env(root: Path) -> dict:
             "PATH": bin_dir + os.pathsep + os.environ.get("PATH", "")}
 
 
-def run_pipeline(root: Path, name: str) -> None:
-    """`dvc repro evaluate`, echoing each stage as it starts; the log stays in `root`."""
-    log = root / "repro.log"
+def run_pipeline(root: Path, name: str, stage: str = "evaluate") -> None:
+    """`dvc repro <stage>`, echoing each stage as it starts; the log stays in `root`."""
+    log = root / f"repro_{stage}.log" if stage != "evaluate" else root / "repro.log"
     start = time.perf_counter()
     with log.open("w") as out:
-        proc = subprocess.Popen([dvc_bin(), "repro", "evaluate"], cwd=root, env=env(root), text=True,
+        proc = subprocess.Popen([dvc_bin(), "repro", stage], cwd=root, env=env(root), text=True,
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         for line in proc.stdout:
             out.write(line)
@@ -160,6 +163,21 @@ def summarise(root: Path, draws: int) -> dict:
             "const_rank": round(metrics["const_rank_sharpe"], 4),
             "ceiling": round(metrics["ceiling_sharpe"], 4) if "ceiling_sharpe" in metrics else None,
             "model_minus_best_ci90": block_bootstrap(model_ic, best_ic, draws)}
+
+
+def has_solution(root: Path) -> bool:
+    """Whether the project's dataset ships its test days' true labels (`solution.csv`)."""
+    folder = Path(yaml.safe_load((root / "params.yaml").read_text())["data"]["dir"])
+    return (folder if folder.is_absolute() else root / folder).joinpath("solution.csv").is_file()
+
+
+def served(root: Path) -> dict:
+    """The submission's score on the test days against `solution.csv` (`submit`: the heads
+    refit on every labelled day, the prior updated with every revealed label), beside a constant
+    ranking on the same days."""
+    metrics = json.loads((root / "artifacts/metrics/submit.json").read_text())
+    return {"days": metrics["scored_days"], "model": round(metrics["test_sharpe"], 4),
+            "const_rank": round(metrics["const_rank_sharpe"], 4)}
 
 
 def components(root: Path) -> dict:
@@ -211,6 +229,9 @@ def main() -> None:
         run_pipeline(project(root, overrides), name)
         results[name] = summarise(root, args.bootstrap)
         parts[name] = components(root)
+        if has_solution(root):          # real prices with known test labels: score what is served too
+            run_pipeline(root, name, "submit")
+            results[name]["served"] = served(root)
         if not args.work:
             shutil.rmtree(root)
     out = {"markets": results, "wall_s": round(time.perf_counter() - start, 1), "components": parts,
@@ -220,6 +241,10 @@ def main() -> None:
     tmp.write_text(json.dumps(out, indent=2) + "\n")
     tmp.replace(args.out)
     print(table(results))
+    for name, m in results.items():
+        if "served" in m:
+            print(f"{name}: served on its {m['served']['days']} test days (solution.csv): "
+                  f"{m['served']['model']:+.3f}, a constant ranking {m['served']['const_rank']:+.3f}")
     print(f"quality: {len(results)} markets in {out['wall_s']:.0f} s -> {args.out}")
 
 

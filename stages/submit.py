@@ -11,6 +11,11 @@ and the lagged test label files). With `submit.refit` (the default) each selecte
 refit on every labelled day (train, validation and holdout): from the fine-tuned model for the
 epochs fine-tuning's validation chose (`refit_from: final`), or anew for the train stage's
 (`scratch`).
+
+Where the answers are known it scores the scored days that have two labels or more: against
+the synthetic market's oracle (with its ceiling), or against the dataset's `solution.csv` (the
+test days' true labels, as a finished competition publishes them; `ingest` checks it), beside
+each target's mean daily rank over the training labels as a constant.
 """
 from pathlib import Path
 
@@ -18,13 +23,13 @@ import numpy as np
 import polars as pl
 
 from spreadcast import cli, config
-from spreadcast.data.layout import DATE, SCORED
+from spreadcast.data.layout import DATE, SCORED, SOLUTION
 from spreadcast.data.targets import DataError
 from spreadcast.evaluation import metric
 from spreadcast.evaluation.report import oracle_for, oracle_table
 from spreadcast.features import windows
 from spreadcast.io import atomic_dir, read_json, write_json
-from spreadcast.evaluation.blend import prior_series, with_revealed
+from spreadcast.evaluation.blend import daily_ranks, prior_series, with_revealed
 from spreadcast.serve.predictor import load_blend, load_heads, predict_rows
 from spreadcast.training.finetune import refit
 from spreadcast.model import checkpoint
@@ -85,27 +90,39 @@ def main() -> None:
     summary = {"rows": submission.height, "targets": len(tensors.target_names), "refit": cfg.refit,
                "overlap_days_in_sample": registry.get("test_overlap_days", 0)}
     oracle = oracle_for(Path(args.oracle), registry)
-    if oracle is not None:
+    solution = Path(args.data) / "solution.parquet"
+    answers_from = (oracle / "answers.parquet" if oracle is not None
+                    else solution if solution.is_file() else None)
+    if answers_from is not None:
         scored = test_days[SCORED].to_numpy()
-        answers = oracle_table(oracle / "answers.parquet", dates, tensors.target_names)
+        answers = oracle_table(answers_from, dates, tensors.target_names)
         # a scored day with fewer than two labels (the targets' legs closed) has no rank correlation
         unanswered = scored & (np.isfinite(answers).sum(axis=1) < 2)
         scored = scored & ~unanswered
         answers = answers[scored]
-        ceiling = oracle_table(oracle / "ceiling.parquet", dates, tensors.target_names)[scored]
+        summary["answers"] = "synthetic oracle" if oracle is not None else f"{registry['source']}/{SOLUTION}"
         summary["scored_days"] = int(scored.sum())
         summary["scored_days_unlabelled"] = int(unanswered.sum())
         summary["test_sharpe"] = metric.score(answers, preds[scored])
-        summary["ceiling_sharpe"] = metric.score(answers, ceiling)
-        summary["fraction_of_ceiling"] = summary["test_sharpe"] / summary["ceiling_sharpe"]
+        # what a user computes in a minute: each target's mean daily rank over the training labels
+        train_ranks = daily_ranks(tensors.raw_labels[tensors.date_ids <= registry["train_dates"][1]])
+        const_rank = np.nan_to_num(np.nanmean(train_ranks, axis=0), nan=0.5)
+        summary["const_rank_sharpe"] = metric.score(answers, np.tile(const_rank, (len(answers), 1)))
+        if oracle is not None:
+            ceiling = oracle_table(oracle / "ceiling.parquet", dates, tensors.target_names)[scored]
+            summary["ceiling_sharpe"] = metric.score(answers, ceiling)
+            summary["fraction_of_ceiling"] = summary["test_sharpe"] / summary["ceiling_sharpe"]
     with atomic_dir(args.out) as tmp:
         submission.write_csv(tmp / "submission.csv")
         submission.write_parquet(tmp / "submission.parquet")
         for lag, (model, meta) in refitted.items():     # the bundle exports these when present
             checkpoint.save(tmp / "models" / f"lag{lag}" / "model", {"model": model.state_dict()}, meta)
     write_json(args.metrics, summary)
-    extra = (f"; scored on {summary['scored_days']} days: Sharpe {summary['test_sharpe']:+.3f} "
-             f"(ceiling {summary['ceiling_sharpe']:+.3f})") if oracle is not None else ""
+    extra = ""
+    if answers_from is not None:
+        extra = (f"; scored on {summary['scored_days']} days against the {summary['answers']}: Sharpe "
+                 f"{summary['test_sharpe']:+.3f} (each target's mean training rank {summary['const_rank_sharpe']:+.3f}"
+                 + (f", ceiling {summary['ceiling_sharpe']:+.3f}" if oracle is not None else "") + ")")
     print(f"submit: {submission.height} rows x {len(tensors.target_names)} targets{extra}")
 
 

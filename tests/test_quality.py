@@ -1,5 +1,6 @@
 """bench/quality.py: the quality table's interval and its row, from a real pipeline run."""
 import importlib.util
+import json
 
 import numpy as np
 import pytest
@@ -67,6 +68,22 @@ def test_reseeding_changes_only_the_seed():
     assert flip["synthetic"]["seed"] == 15                       # the table's own markets untouched
     reversion = quality.reseeded(quality.MARKETS["reversion"], 1)
     assert reversion["data"] == {"lags": [1, 2]}
+
+
+def test_what_is_served_is_scored_where_the_dataset_ships_its_solution(tmp_path):
+    """A project whose dataset has `solution.csv` (real_dev) is also submitted and scored on its
+    test days; a synthetic one (a relative dataset folder without it) is not."""
+    real, synthetic = tmp_path / "real", tmp_path / "synthetic"
+    for root, folder in ((real, tmp_path / "prices"), (synthetic, "artifacts/synthetic/dataset")):
+        (root / "artifacts/metrics").mkdir(parents=True)
+        (root / "params.yaml").write_text(yaml.safe_dump({"data": {"dir": str(folder)}}))
+    (tmp_path / "prices").mkdir()
+    (tmp_path / "prices" / "solution.csv").write_text("date_id,target_0\n")
+    (synthetic / "artifacts/synthetic/dataset").mkdir(parents=True)
+    assert quality.has_solution(real) and not quality.has_solution(synthetic)
+    (real / "artifacts/metrics/submit.json").write_text(json.dumps(
+        {"scored_days": 248, "test_sharpe": 0.01234567, "const_rank_sharpe": -0.0179}))
+    assert quality.served(real) == {"days": 248, "model": 0.0123, "const_rank": -0.0179}
 
 
 _lab_spec = importlib.util.spec_from_file_location("component_lab", ROOT / "bench" / "component_lab.py")

@@ -322,6 +322,44 @@ def test_refit_models_are_the_ones_served(tiny_project, tmp_path):
     np.testing.assert_allclose(served.to_numpy(), refit.to_numpy(), atol=1e-6)
 
 
+def test_submit_scores_the_submission_against_a_solution_file(tiny_project, tmp_path):
+    """Without a matching synthetic oracle, the test days' true labels that `ingest` kept from
+    `solution.csv` score the submission: the scored days with two labels or more, as one would
+    score the written file by hand, beside each target's mean training rank as a constant."""
+    import subprocess
+    import sys
+
+    import yaml
+
+    from conftest import ROOT
+    from spreadcast.evaluation import metric
+
+    shutil.copytree(tiny_project / "artifacts", tmp_path / "artifacts",
+                    ignore=shutil.ignore_patterns("bundle", ".work", "submission"))
+    answers = pl.read_parquet(tmp_path / "artifacts/synthetic/oracle/answers.parquet")
+    answers.write_parquet(tmp_path / "artifacts/data/solution.parquet")    # what ingest keeps of solution.csv
+    params = yaml.safe_load((tiny_project / "params.yaml").read_text())
+    params["submit"].update(refit=False)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    out = subprocess.run([sys.executable, str(ROOT / "stages/submit.py"), "--params", "params.yaml",
+                          "--data", "artifacts/data", "--tensors", "artifacts/tensors",
+                          "--models", "artifacts/finetune", "--blend", "artifacts/blend",
+                          "--oracle", "no-oracle-here", "--out", "artifacts/submission",
+                          "--metrics", "artifacts/metrics/submit.json", "--work", "artifacts/.work/refit"],
+                         cwd=tmp_path, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    metrics = yaml.safe_load((tmp_path / "artifacts/metrics/submit.json").read_text())
+    assert metrics["answers"].endswith("solution.csv") and "ceiling_sharpe" not in metrics
+    submission = pl.read_csv(tmp_path / "artifacts/submission/submission.csv")
+    days = pl.read_parquet(tmp_path / "artifacts/data/test_days.parquet")
+    truth = days.select("date_id").join(answers, on="date_id", how="left").select(submission.columns[1:]).to_numpy()
+    scored = days["is_scored"].to_numpy() & (np.isfinite(truth).sum(axis=1) >= 2)
+    assert metrics["scored_days"] == scored.sum() > 10
+    assert metrics["test_sharpe"] == pytest.approx(metric.score(truth[scored], submission.drop("date_id").to_numpy()[scored]))
+    assert np.isfinite(metrics["const_rank_sharpe"]) and metrics["const_rank_sharpe"] != metrics["test_sharpe"]
+    assert "against the" in out.stdout and "solution.csv" in out.stdout
+
+
 def test_history_cut_to_the_tail_still_equals_the_submission(tiny_project, monkeypatch):
     """Serving keeps only the last TAIL_DAYS days; cut to fewer days than the tiny market has
     (but enough for the longest feature window), the replay still equals the submission."""
