@@ -15,7 +15,9 @@ holdout days beside the ceiling and the served model. Each fit is scored twice: 
 variables alone (the fit's forecast less each target's training mean, so only what moves with
 the state ranks the targets) and with the targets' means (the whole fit); and once more fit to the
 oracle's expectation itself instead of the labels (no label noise: what the state variables can
-express, against what the training days' labels let a ridge estimate).
+express, against what the training days' labels let a ridge estimate); and fit to each day's
+labels divided by their spread across the targets that day (every day weighs alike, as in the
+daily score, where volatile days would otherwise dominate the fit).
 
 Beside it, each mechanism's part of the ceiling alone (`synthetic.generate(ceiling_of=...)`: the
 expectation driven by that mechanism's source only, the reversion of what it moves included; the
@@ -109,13 +111,16 @@ def attainable(root: Path) -> dict | None:
     # the expectation on the labels' scale (each target's training spread), no label noise
     spread = np.nanstd(t.raw_labels[train], axis=0)
     expected = expectation(market, t) / np.where(spread > 0, spread, 1.0)
+    day_spread = np.nanstd(y, axis=1, keepdims=True)                # across targets, each day
+    per_day = y / np.where(np.isfinite(day_spread) & (day_spread > 0), day_spread, 1.0)
     fits = {"all training days": train}
     if cfg.regime_day > 0 and (t.date_ids[train] >= cfg.regime_day).sum() > 20:
         fits["training days after the regime day"] = train[t.date_ids[train] >= cfg.regime_day]
     row = {"state_variables": names, "ceiling": round(metrics["ceiling_sharpe"], 4),
            "model": round(metrics["model_sharpe"], 4), "ceiling_by_mechanism": by_mechanism(cfg, t)}
     for name, rows in fits.items():
-        for part, target in (("state", y), ("state_and_means", y), ("state fit to the expectation", expected)):
+        for part, target in (("state", y), ("state_and_means", y), ("state fit to the expectation", expected),
+                             ("state fit to each day's labels over their spread", per_day)):
             if part != "state_and_means" and not names:
                 continue
             less = 0.0 if part == "state_and_means" else np.nan_to_num(target[rows]).mean(axis=0)  # the intercept

@@ -58,6 +58,21 @@ Variants:
 - `fold_only`: the same folds' forecasts, and the transformer's weight rests on them alone (its
   forecasts of the validation days, on which its epochs, prune count and fine-tuning were
   chosen, left out of the evidence; the holdout is forecast by the served heads as always).
+- `per_day`: the ridge fit to each day's labels divided by their spread across the targets that
+  day, so every day weighs alike in the fit, as in the daily score (high-volatility days
+  otherwise dominate a least-squares fit); its inputs, penalty and half-life chosen again.
+- `widest`: the ridge's inputs chosen as the candidate reading the most (every input, then the
+  larger count, then a named candidate) among those whose fold mean is within the margin of the
+  best (`widest_within_margin`), instead of the best unless every input is within the margin.
+- `per_day_widest`: both.
+- `transformer_offset`: the transformer's forecasts less their mean per target, so each target's
+  constant ranking is the prior's alone, as `blend.centre` makes it for the ridge and the
+  own-series fit: on each fold it forecast, less its mean over that fold's days; on the
+  validation and holdout days, less its mean over the validation days. Both stand in, with the
+  forecasts alone (no label), for its mean over its fitting days, which the projects do not keep.
+- `own_per_target`: the own-series component as one ridge per target on that target's own
+  inputs, centred on its fitting rows (`own_per_target_fit`), instead of one fit pooled over
+  each lag's targets; its penalty chosen on the folds among OWN_PER_TARGET_ALPHAS.
 
 The sums are over the markets other than `null`, where there is nothing to gain.
 """
@@ -93,7 +108,9 @@ from spreadcast.serve.predictor import load_heads, predict_rows  # noqa: E402
 from spreadcast.training import distributed  # noqa: E402
 
 VARIANTS = ("base", "refit", "online", "families", "rank_target", "sharpe", "reduced_rank", "stack", "pooled",
-            "no_transformer", "fold_transformer", "fold_only", "centre", "levels")
+            "no_transformer", "fold_transformer", "fold_only", "centre", "levels", "per_day", "widest",
+            "per_day_widest", "transformer_offset", "own_per_target")
+OWN_PER_TARGET_ALPHAS = (0.1, 1.0, 10.0, 100.0)   # own_per_target's penalties (times the rows)
 RANKS = (1, 2, 4, 8, 16, 0)  # reduced_rank's candidates (0: every direction, the ridge itself)
 GREEDY_GAIN = 0.01          # a family joins the ridge's inputs only if the folds' mean rises by more
 
@@ -201,22 +218,64 @@ class Project:
         """The blend with `blend.ridge_levels` the other way (see the module)."""
         return {**self._reselect(self.centred, not self.levels), "ridge_levels": not self.levels}
 
-    def _reselect(self, centre: bool, levels: bool) -> dict:
+    def per_day(self, widest: bool = False) -> dict:
+        """The blend's ridge fit to each day's labels divided by their spread across the targets
+        that day (see the module), its inputs, penalty and half-life chosen again."""
+        spread = np.nanstd(self.y, axis=1, keepdims=True)
+        y = self.y / np.where(np.isfinite(spread) & (spread > 0), spread, 1.0)
+        return {**self._reselect(self.centred, self.levels, y=y, widest=widest), "widest": widest}
+
+    def widest(self) -> dict:
+        """The ridge's inputs: the candidate reading the most among those within the margin of
+        the best fold mean (see the module)."""
+        return {**self._reselect(self.centred, self.levels, widest=True), "widest": True}
+
+    def transformer_offset(self) -> dict:
+        """The transformer less its mean forecast per target (see the module)."""
+        parts = [comps for _, _, comps in self.evidence]
+        extra = [{"transformer": c["transformer"] - c["transformer"].mean(axis=0)} if np.any(c["transformer"]) else {}
+                 for c in parts]
+        offset = self.val["transformer"].mean(axis=0)
+        extra.append({"transformer": self.val["transformer"] - offset})
+        return self.score(holdout={"transformer": self.holdout["transformer"] - offset}, extra=extra)
+
+    def own_per_target(self) -> dict:
+        """Each target's own ridge on its own-series inputs instead of one pooled per lag (see the
+        module), its penalty chosen on the folds."""
+        t, splits = self.tensors, self.tensors.splits
+        pairs = list(folds(splits.train, self.n_folds, self.delay))
+        mean = {a: np.mean([metric.summary(t.raw_labels[test], own_per_target_forecast(
+            self.z, own_per_target_fit(self.z, self.y, fit, a), fit, test))["sharpe"] for fit, test in pairs])
+            for a in OWN_PER_TARGET_ALPHAS}
+        alpha = max(mean, key=mean.get)
+        extra = [{"own": own_per_target_forecast(self.z, own_per_target_fit(self.z, self.y, fit, alpha), fit, test)}
+                 for fit, test in pairs]
+        coef = own_per_target_fit(self.z, self.y, splits.train, alpha)
+        extra.append({"own": own_per_target_forecast(self.z, coef, splits.train, splits.val)})
+        return {**self.score(holdout={"own": own_per_target_forecast(self.z, coef, splits.train, splits.holdout)},
+                             extra=extra), "own_alpha": alpha, "folds_mean": round(float(mean[alpha]), 4)}
+
+    def _reselect(self, centre: bool, levels: bool, y: np.ndarray | None = None, widest: bool = False) -> dict:
         """The blend whose ridge (inputs, penalty, half-life) and own-series penalty are chosen
-        again on the folds with `blend.centre` = `centre` and `blend.ridge_levels` = `levels`."""
+        again on the folds with `blend.centre` = `centre` and `blend.ridge_levels` = `levels`,
+        the ridge fit to `y` (default: the standardised labels) and its inputs chosen by
+        `widest_within_margin` where `widest`."""
         t, cfg = self.tensors, self.cfg
         splits = t.splits
-        options, count, _ = ridge_options(t, self.every, self.y, self.n_folds, self.delay, cfg["ridge_alphas"],
-                                          cfg["ridge_halflives"], ridge_candidates(t, cfg["ridge_columns"], levels),
-                                          not centre)
+        y = self.y if y is None else y
+        options, count, margin = ridge_options(t, self.every, y, self.n_folds, self.delay, cfg["ridge_alphas"],
+                                               cfg["ridge_halflives"], ridge_candidates(t, cfg["ridge_columns"], levels),
+                                               not centre)
+        if widest:
+            count = widest_within_margin(options, margin)
         choice = options[count]
         own_alpha = own.select(self.z, t.raw_labels, t.target_lags, splits.train, cfg["own_alphas"], self.n_folds,
                                self.delay, centre).alpha
-        evidence = fold_forecasts(t, self.every, self.y, self.z, self.prior,
+        evidence = fold_forecasts(t, self.every, y, self.z, self.prior,
                                   [candidate_columns(t, c, count) for c in t.fold_columns(self.n_folds)], choice,
                                   own_alpha, self.n_folds, self.delay, centre=centre)
         x = self.every[:, candidate_columns(t, t.model_columns, count)]
-        w, b = fit_ridge(x, self.y, choice.alpha, splits.train, choice.halflife, not centre)
+        w, b = fit_ridge(x, y, choice.alpha, splits.train, choice.halflife, not centre)
         coef = own.fit(self.z[splits.train], t.raw_labels[splits.train], t.target_lags, own_alpha)
         offset = own.offset(self.z[splits.train], coef, centre)
 
@@ -318,6 +377,34 @@ class Project:
 
     def _family(self, cols: np.ndarray) -> np.ndarray:
         return np.array([self.tensors.feature_names[c].rsplit("__", 1)[-1] for c in cols])
+
+
+def widest_within_margin(options: dict, margin: float):
+    """Among the ridge's candidate inputs whose fold mean is within `margin` of the best, the one
+    reading the most: every input, then the larger count, then a named candidate."""
+    best = max(o.mean_sharpe for o in options.values())
+    close = [c for c, o in options.items() if o.mean_sharpe >= best - margin]
+    return max(close, key=lambda c: (c == 0, c if isinstance(c, int) else -1))
+
+
+def own_per_target_fit(z: np.ndarray, y: np.ndarray, rows: np.ndarray, alpha: float) -> np.ndarray:
+    """Each target's ridge (targets x slots) of its standardised labels y on its own inputs z
+    (rows x targets x slots) over `rows`, both centred on those rows; penalty alpha times the rows."""
+    coef = np.zeros((z.shape[1], z.shape[2]))
+    for j in range(z.shape[1]):
+        target = y[rows, j]
+        keep = np.isfinite(target)
+        if keep.sum() <= z.shape[2] + 1:
+            continue
+        x = z[rows[keep], j]
+        x = x - x.mean(axis=0)
+        coef[j] = np.linalg.solve(x.T @ x + alpha * keep.sum() * np.eye(z.shape[2]), x.T @ (target[keep] - target[keep].mean()))
+    return coef
+
+
+def own_per_target_forecast(z: np.ndarray, coef: np.ndarray, fit_rows: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """`own_per_target_fit`'s forecasts of `rows`, less each target's mean forecast over `fit_rows`."""
+    return own.predict(z[rows], coef, own.offset(z[fit_rows], coef))
 
 
 def low_rank(path: _RidgePath, alpha: float, ranks, intercept: bool = True) -> dict[int, tuple[np.ndarray, np.ndarray]]:
@@ -444,6 +531,7 @@ def main() -> None:
                          else project.fold_transformer(args.evidence_folds) if name == "fold_transformer"
                          else project.fold_transformer(args.evidence_folds, False) if name == "fold_only"
                          else project.levels_variant() if name == "levels"
+                         else project.per_day(widest=True) if name == "per_day_widest"
                          else getattr(project, name)())
         table[market] = row
         print(f"{market:10s} " + "  ".join(f"{v} {r['model']:+.3f} (ridge {r['ridge']:+.3f}, own {r['own']:+.3f})"

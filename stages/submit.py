@@ -29,7 +29,8 @@ from spreadcast.evaluation import metric
 from spreadcast.evaluation.report import oracle_for, oracle_table
 from spreadcast.features import windows
 from spreadcast.io import atomic_dir, read_json, write_json
-from spreadcast.evaluation.blend import daily_ranks, prior_series, with_revealed
+from spreadcast.evaluation.baseline import const_rank
+from spreadcast.evaluation.blend import prior_series, with_revealed
 from spreadcast.serve.predictor import load_blend, load_heads, predict_rows
 from spreadcast.training.finetune import refit
 from spreadcast.model import checkpoint
@@ -105,9 +106,8 @@ def main() -> None:
         summary["scored_days_unlabelled"] = int(unanswered.sum())
         summary["test_sharpe"] = metric.score(answers, preds[scored])
         # what a user computes in a minute: each target's mean daily rank over the training labels
-        train_ranks = daily_ranks(tensors.raw_labels[tensors.date_ids <= registry["train_dates"][1]])
-        const_rank = np.nan_to_num(np.nanmean(train_ranks, axis=0), nan=0.5)
-        summary["const_rank_sharpe"] = metric.score(answers, np.tile(const_rank, (len(answers), 1)))
+        constant = const_rank(tensors.raw_labels[tensors.date_ids <= registry["train_dates"][1]])
+        summary["const_rank_sharpe"] = metric.score(answers, np.tile(constant, (len(answers), 1)))
         if oracle is not None:
             ceiling = oracle_table(oracle / "ceiling.parquet", dates, tensors.target_names)[scored]
             summary["ceiling_sharpe"] = metric.score(answers, ceiling)

@@ -113,6 +113,56 @@ def test_component_lab_rebuilds_the_served_blend_and_scores_variants(tiny_projec
                 project.fold_transformer(1, validation=False))
     for variant in variants:                                       # the weights or the transformer change
         assert np.isfinite(variant["model"]) and (variant["ridge"], variant["own"]) == (base["ridge"], base["own"])
+    per_day = project.per_day()                                     # another fit of the ridge alone
+    assert per_day["ridge"] != base["ridge"] and per_day["own"] == base["own"] and np.isfinite(per_day["model"])
+    widest = project.widest()
+    assert widest["columns"] == component_lab.widest_within_margin(*_options(project)) and np.isfinite(widest["model"])
+    offset = project.transformer_offset()                           # the transformer less its mean
+    assert (offset["ridge"], offset["own"]) == (base["ridge"], base["own"]) and np.isfinite(offset["model"])
+    mine = project.own_per_target()
+    assert mine["own_alpha"] in component_lab.OWN_PER_TARGET_ALPHAS and mine["own"] != base["own"]
+    assert mine["ridge"] == base["ridge"] and np.isfinite(mine["model"])
+
+
+def _options(project):
+    """The lab project's ridge candidates on the folds and their margin, as the blend stage has them."""
+    t, cfg = project.tensors, project.cfg
+    options, _, margin = component_lab.ridge_options(
+        t, project.every, project.y, project.n_folds, project.delay, cfg["ridge_alphas"], cfg["ridge_halflives"],
+        component_lab.ridge_candidates(t, cfg["ridge_columns"], project.levels), not project.centred)
+    return options, margin
+
+
+def test_the_widest_choice_within_the_margin_prefers_reading_more():
+    """Among candidates within the margin of the best fold mean, every input, then the larger
+    count, then a named candidate; a candidate beyond the margin wins alone."""
+    class Option:
+        def __init__(self, mean):
+            self.mean_sharpe = mean
+
+    close = {2: Option(0.418), 4: Option(0.416), 8: Option(0.36), 0: Option(0.18), "levels": Option(0.40)}
+    assert component_lab.widest_within_margin(close, 0.031) == 4
+    assert component_lab.widest_within_margin(close, 0.5) == 0
+    alone = {2: Option(0.05), 0: Option(0.04), "levels": Option(0.13)}
+    assert component_lab.widest_within_margin(alone, 0.039) == "levels"
+    assert component_lab.widest_within_margin({2: Option(0.05), "levels": Option(0.06)}, 0.039) == 2
+
+
+def test_each_targets_own_ridge_finds_its_own_rule():
+    """own_per_target_fit: targets whose labels follow their own inputs with different signs get
+    their own coefficients (a pooled fit would average them away); forecasts are centred on the
+    fitting rows."""
+    rng = np.random.default_rng(0)
+    z = rng.standard_normal((400, 6, 3))
+    truth = np.array([1.0, -1.0, 0.5, -0.5, 0.0, 2.0])
+    y = z[:, :, 0] * truth + 0.5 * rng.standard_normal((400, 6))
+    y[::7, 2] = np.nan                                              # missing labels are skipped
+    rows = np.arange(300)
+    coef = component_lab.own_per_target_fit(z, y, rows, alpha=0.01)
+    np.testing.assert_allclose(coef[:, 0], truth, atol=0.15)
+    assert np.abs(coef[:, 1:]).max() < 0.15
+    fitted = component_lab.own_per_target_forecast(z, coef, rows, rows)
+    np.testing.assert_allclose(fitted.mean(axis=0), 0.0, atol=1e-12)
 
 
 def test_a_reduced_rank_ridge_recovers_a_few_common_states_better():
@@ -180,6 +230,7 @@ def test_a_ridge_told_the_state_variables_reaches_much_of_the_ceiling(tiny_proje
     assert list(row["ceiling_by_mechanism"]) == ["lead_lag"]
     assert row["ceiling_by_mechanism"]["lead_lag"] == pytest.approx(row["ceiling"], abs=1e-3)
     assert row["state fit to the expectation, all training days"]["sharpe"] > told["sharpe"] + 0.05, row
+    assert np.isfinite(row["state fit to each day's labels over their spread, all training days"]["sharpe"])
     from spreadcast import config
     from spreadcast.data import synthetic
     cfg = config.load("synthetic", str(tiny_project / "params.yaml"))
