@@ -11,10 +11,10 @@ and `artifacts/evaluate/daily_ic.csv` it reports the holdout Sharpe of the model
 blend), the ridge on
 all the model's inputs, each target's mean training rank as a constant (`const_rank`) and the
 oracle (`ceiling`, null on real data and on the null market), and a 90% circular block
-bootstrap over holdout days of the model's Sharpe minus the better baseline's. Where the
-market's dataset ships its test days' true labels (`solution.csv`: real_dev), it also runs
-`dvc repro submit` and reports what is served on those days (`served`: the heads refit on every
-labelled day, the prior updated with every revealed label) beside a constant ranking.
+bootstrap over holdout days of the model's Sharpe minus the better baseline's. On real prices
+(real_dev) it also runs `dvc repro submit` and reports what is served on the test days against
+the labels the lagged test label files reveal (`served`: the heads refit on every labelled day,
+the prior updated with every revealed label), beside a constant ranking.
 `--reseed K` adds K to every synthetic market's seed (the default market's `synthetic.seed`
 included): the same kinds of market with other draws of columns, loadings and shocks, which no
 default was chosen on (real_dev is skipped).
@@ -165,16 +165,18 @@ def summarise(root: Path, draws: int) -> dict:
             "model_minus_best_ci90": block_bootstrap(model_ic, best_ic, draws)}
 
 
-def has_solution(root: Path) -> bool:
-    """Whether the project's dataset ships its test days' true labels (`solution.csv`)."""
-    folder = Path(yaml.safe_load((root / "params.yaml").read_text())["data"]["dir"])
-    return (folder if folder.is_absolute() else root / folder).joinpath("solution.csv").is_file()
+GENERATED = "artifacts/synthetic/dataset"     # the generate stage's dataset (params.yaml's `data.dir`)
+
+
+def real_prices(root: Path) -> bool:
+    """Whether the project reads a dataset of its own (real prices) instead of a generated one."""
+    return yaml.safe_load((root / "params.yaml").read_text())["data"]["dir"] != GENERATED
 
 
 def served(root: Path) -> dict:
-    """The submission's score on the test days against `solution.csv` (`submit`: the heads
-    refit on every labelled day, the prior updated with every revealed label), beside a constant
-    ranking on the same days."""
+    """The submission's score on the test days against the labels the lagged test label files
+    reveal (`submit`: the heads refit on every labelled day, the prior updated with every
+    revealed label), beside a constant ranking on the same days."""
     metrics = json.loads((root / "artifacts/metrics/submit.json").read_text())
     return {"days": metrics["scored_days"], "model": round(metrics["test_sharpe"], 4),
             "const_rank": round(metrics["const_rank_sharpe"], 4)}
@@ -229,7 +231,7 @@ def main() -> None:
         run_pipeline(project(root, overrides), name)
         results[name] = summarise(root, args.bootstrap)
         parts[name] = components(root)
-        if has_solution(root):          # real prices with known test labels: score what is served too
+        if real_prices(root):           # score what is served on the test days too
             run_pipeline(root, name, "submit")
             results[name]["served"] = served(root)
         if not args.work:
@@ -243,7 +245,7 @@ def main() -> None:
     print(table(results))
     for name, m in results.items():
         if "served" in m:
-            print(f"{name}: served on its {m['served']['days']} test days (solution.csv): "
+            print(f"{name}: served on its {m['served']['days']} test days: "
                   f"{m['served']['model']:+.3f}, a constant ranking {m['served']['const_rank']:+.3f}")
     print(f"quality: {len(results)} markets in {out['wall_s']:.0f} s -> {args.out}")
 

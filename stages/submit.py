@@ -13,9 +13,9 @@ epochs fine-tuning's validation chose (`refit_from: final`), or anew for the tra
 (`scratch`).
 
 Where the answers are known it scores the scored days that have two labels or more: against
-the synthetic market's oracle (with its ceiling), or against the dataset's `solution.csv` (the
-test days' true labels, as a finished competition publishes them; `ingest` checks it), beside
-each target's mean daily rank over the training labels as a constant.
+the synthetic market's oracle (with its ceiling), or else against the labels the lagged test
+label files reveal for the test days (as the replay of `predict()` does), beside each target's
+mean daily rank over the training labels as a constant.
 """
 from pathlib import Path
 
@@ -23,7 +23,7 @@ import numpy as np
 import polars as pl
 
 from spreadcast import cli, config
-from spreadcast.data.layout import DATE, SCORED, SOLUTION
+from spreadcast.data.layout import DATE, SCORED
 from spreadcast.data.targets import DataError
 from spreadcast.evaluation import metric
 from spreadcast.evaluation.report import oracle_for, oracle_table
@@ -75,11 +75,10 @@ def main() -> None:
             head.model = model.eval()
             refitted[head.lag] = (model, meta)
     parts = load_blend(args.blend, ridge="all")
-    prior = None
-    if parts is not None:
-        revealed = pl.read_parquet(Path(args.data) / "revealed.parquet")
-        labels = with_revealed(tensors.date_ids, tensors.raw_labels, revealed, tensors.target_names)
-        prior = prior_series(labels, parts.delay)[rows]
+    # the training labels, and those the lagged test label files reveal at their label dates
+    labels = with_revealed(tensors.date_ids, tensors.raw_labels, pl.read_parquet(Path(args.data) / "revealed.parquet"),
+                           tensors.target_names)
+    prior = None if parts is None else prior_series(labels, parts.delay)[rows]
     preds = predict_rows(heads, tensors, rows, blend=parts, prior=prior)
     if not np.isfinite(preds).all():
         raise DataError("non-finite prediction in the submission")
@@ -91,17 +90,17 @@ def main() -> None:
     summary = {"rows": submission.height, "targets": len(tensors.target_names), "refit": cfg.refit,
                "overlap_days_in_sample": registry.get("test_overlap_days", 0)}
     oracle = oracle_for(Path(args.oracle), registry)
-    solution = Path(args.data) / "solution.parquet"
-    answers_from = (oracle / "answers.parquet" if oracle is not None
-                    else solution if solution.is_file() else None)
-    if answers_from is not None:
-        scored = test_days[SCORED].to_numpy()
-        answers = oracle_table(answers_from, dates, tensors.target_names)
-        # a scored day with fewer than two labels (the targets' legs closed) has no rank correlation
-        unanswered = scored & (np.isfinite(answers).sum(axis=1) < 2)
+    # the answers: the synthetic market's oracle, or else the labels the test files reveal
+    answers = (oracle_table(oracle / "answers.parquet", dates, tensors.target_names) if oracle is not None
+               else labels[rows])
+    scored = test_days[SCORED].to_numpy()
+    # a scored day with fewer than two labels (the targets' legs closed, or not revealed) has no rank correlation
+    unanswered = scored & (np.isfinite(answers).sum(axis=1) < 2)
+    scoring = bool((scored & ~unanswered).any())
+    if scoring:
         scored = scored & ~unanswered
         answers = answers[scored]
-        summary["answers"] = "synthetic oracle" if oracle is not None else f"{registry['source']}/{SOLUTION}"
+        summary["answers"] = "synthetic oracle" if oracle is not None else "labels revealed by the test files"
         summary["scored_days"] = int(scored.sum())
         summary["scored_days_unlabelled"] = int(unanswered.sum())
         summary["test_sharpe"] = metric.score(answers, preds[scored])
@@ -119,7 +118,7 @@ def main() -> None:
             checkpoint.save(tmp / "models" / f"lag{lag}" / "model", {"model": model.state_dict()}, meta)
     write_json(args.metrics, summary)
     extra = ""
-    if answers_from is not None:
+    if scoring:
         extra = (f"; scored on {summary['scored_days']} days against the {summary['answers']}: Sharpe "
                  f"{summary['test_sharpe']:+.3f} (each target's mean training rank {summary['const_rank_sharpe']:+.3f}"
                  + (f", ceiling {summary['ceiling_sharpe']:+.3f}" if oracle is not None else "") + ")")

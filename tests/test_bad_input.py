@@ -60,14 +60,6 @@ def shift_label_dates(d: Path) -> None:
              lambda df: df.with_columns((pl.col("label_date_id").cast(pl.Int64) - 1).cast(pl.String)))
 
 
-def write_solution(d: Path, change: Callable[[pl.DataFrame], pl.DataFrame]) -> None:
-    """A `solution.csv` (a label for every test day and target), changed by `change`."""
-    dates = pl.read_csv(d / "test.csv", columns=["date_id"])["date_id"]
-    names = pl.read_csv(d / "target_pairs.csv")["target"].to_list()
-    frame = pl.DataFrame({"date_id": dates, **{n: [0.01 * k for k in range(len(dates))] for n in names}})
-    change(frame).write_csv(d / "solution.csv")
-
-
 def set_param(section: str, key: str, value) -> Callable[[Path, dict], None]:
     return lambda d, params: params[section].__setitem__(key, value)
 
@@ -126,12 +118,6 @@ CASES = [
          r"test\.csv: no rows"),
     Case("label-date-mismatch", lambda d, p: shift_label_dates(d), "error",
          r"test_labels_lag_1\.csv: date_id \d+: label_date_id \d+ should be date_id - 1 - 1 = \d+"),
-    Case("solution-missing-target", lambda d, p: write_solution(d, lambda df: df.drop("target_2")), "error",
-         r"solution\.csv: missing column 'target_2'"),
-    Case("solution-unknown-day", lambda d, p: write_solution(
-        d, lambda df: df.with_columns(pl.when(pl.col("date_id") == pl.col("date_id").max()).then(10_000)
-                                      .otherwise(pl.col("date_id")).alias("date_id"))), "error",
-         r"solution\.csv: date_id 10000 \(row \d+\) is not a day of test\.csv"),
     Case("params-unknown-key", set_param("train", "learning_rate", 0.1), "error",
          r"params\.yaml: train\.learning_rate: unknown key \(allowed: d_model, "),
     Case("params-wrong-type", set_param("train", "epochs", "ten"), "error",

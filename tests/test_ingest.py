@@ -1,6 +1,5 @@
 import numpy as np
 import polars as pl
-import polars.selectors  # noqa: F401  (pl.selectors)
 import pytest
 
 from spreadcast.config import SyntheticConfig
@@ -66,19 +65,3 @@ def test_revealed_labels_long_table(tiny_dataset, tmp_path, tiny_cfg):
     revealed = pl.read_parquet(tmp_path / "out" / "revealed.parquet")
     assert (revealed["label_date_id"] + revealed["lag"] + 1 == revealed["date_id"]).all()
     assert set(revealed["lag"].unique()) == set(tiny_cfg.lags)
-
-
-def test_a_solution_is_kept_for_scoring_and_reaches_nothing_else(tiny_dataset, tmp_path):
-    """`solution.csv` (the test days' true labels) is written as `solution.parquet` for `submit`
-    to score with; every table the other stages read is byte for byte what it is without it."""
-    run_ingest(tiny_dataset, tmp_path / "without")
-    answers = pl.read_parquet(tiny_dataset.parent / "oracle" / "answers.parquet")
-    answers.with_columns(pl.selectors.float().fill_nan(None)).write_csv(tiny_dataset / "solution.csv")
-    registry = run_ingest(tiny_dataset, tmp_path / "with")
-    assert registry["solution"] is True and read_json(tmp_path / "without" / "registry.json")["solution"] is False
-    kept = pl.read_parquet(tmp_path / "with" / "solution.parquet")
-    assert kept.columns == answers.columns and kept["date_id"].to_list() == answers["date_id"].to_list()
-    np.testing.assert_array_equal(np.nan_to_num(kept.drop("date_id").to_numpy(), nan=-9.0),
-                                  np.nan_to_num(answers.drop("date_id").to_numpy(), nan=-9.0))
-    for name in ("prices.parquet", "labels.parquet", "test_days.parquet", "revealed.parquet", "label_check.json"):
-        assert (tmp_path / "with" / name).read_bytes() == (tmp_path / "without" / name).read_bytes(), name

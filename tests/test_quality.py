@@ -70,17 +70,16 @@ def test_reseeding_changes_only_the_seed():
     assert reversion["data"] == {"lags": [1, 2]}
 
 
-def test_what_is_served_is_scored_where_the_dataset_ships_its_solution(tmp_path):
-    """A project whose dataset has `solution.csv` (real_dev) is also submitted and scored on its
-    test days; a synthetic one (a relative dataset folder without it) is not."""
+def test_what_is_served_is_scored_on_real_prices(tmp_path):
+    """A project reading a dataset of its own (real_dev) is also submitted and scored on its test
+    days; one reading the generated market is not (the holdout and the oracle measure it)."""
     real, synthetic = tmp_path / "real", tmp_path / "synthetic"
-    for root, folder in ((real, tmp_path / "prices"), (synthetic, "artifacts/synthetic/dataset")):
+    for root, folder in ((real, str(quality.REAL_DEV)), (synthetic, quality.GENERATED)):
         (root / "artifacts/metrics").mkdir(parents=True)
-        (root / "params.yaml").write_text(yaml.safe_dump({"data": {"dir": str(folder)}}))
-    (tmp_path / "prices").mkdir()
-    (tmp_path / "prices" / "solution.csv").write_text("date_id,target_0\n")
-    (synthetic / "artifacts/synthetic/dataset").mkdir(parents=True)
-    assert quality.has_solution(real) and not quality.has_solution(synthetic)
+        (root / "params.yaml").write_text(yaml.safe_dump({"data": {"dir": folder}}))
+    assert quality.real_prices(real) and not quality.real_prices(synthetic)
+    assert quality.MARKETS["real_dev"]["data"]["dir"] != quality.GENERATED
+    assert yaml.safe_load((ROOT / "params.yaml").read_text())["data"]["dir"] == quality.GENERATED
     (real / "artifacts/metrics/submit.json").write_text(json.dumps(
         {"scored_days": 248, "test_sharpe": 0.01234567, "const_rank_sharpe": -0.0179}))
     assert quality.served(real) == {"days": 248, "model": 0.0123, "const_rank": -0.0179}

@@ -322,22 +322,19 @@ def test_refit_models_are_the_ones_served(tiny_project, tmp_path):
     np.testing.assert_allclose(served.to_numpy(), refit.to_numpy(), atol=1e-6)
 
 
-def test_submit_scores_the_submission_against_a_solution_file(tiny_project, tmp_path):
-    """Without a matching synthetic oracle, the test days' true labels that `ingest` kept from
-    `solution.csv` score the submission: the scored days with two labels or more, as one would
-    score the written file by hand, beside each target's mean training rank as a constant."""
+def test_without_an_oracle_submit_scores_what_the_test_files_reveal(tiny_project, tmp_path):
+    """On real data (no synthetic oracle) `submit` scores the submission against the labels the
+    lagged test label files reveal for the test days, as the replay of `predict()` scores what
+    it served: the same days and the same score, beside a constant ranking."""
     import subprocess
     import sys
 
     import yaml
 
     from conftest import ROOT
-    from spreadcast.evaluation import metric
 
     shutil.copytree(tiny_project / "artifacts", tmp_path / "artifacts",
                     ignore=shutil.ignore_patterns("bundle", ".work", "submission"))
-    answers = pl.read_parquet(tmp_path / "artifacts/synthetic/oracle/answers.parquet")
-    answers.write_parquet(tmp_path / "artifacts/data/solution.parquet")    # what ingest keeps of solution.csv
     params = yaml.safe_load((tiny_project / "params.yaml").read_text())
     params["submit"].update(refit=False)
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
@@ -349,15 +346,16 @@ def test_submit_scores_the_submission_against_a_solution_file(tiny_project, tmp_
                          cwd=tmp_path, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     metrics = yaml.safe_load((tmp_path / "artifacts/metrics/submit.json").read_text())
-    assert metrics["answers"].endswith("solution.csv") and "ceiling_sharpe" not in metrics
-    submission = pl.read_csv(tmp_path / "artifacts/submission/submission.csv")
-    days = pl.read_parquet(tmp_path / "artifacts/data/test_days.parquet")
-    truth = days.select("date_id").join(answers, on="date_id", how="left").select(submission.columns[1:]).to_numpy()
-    scored = days["is_scored"].to_numpy() & (np.isfinite(truth).sum(axis=1) >= 2)
-    assert metrics["scored_days"] == scored.sum() > 10
-    assert metrics["test_sharpe"] == pytest.approx(metric.score(truth[scored], submission.drop("date_id").to_numpy()[scored]))
+    assert metrics["answers"] == "labels revealed by the test files" and "ceiling_sharpe" not in metrics
+    dataset = tmp_path / "artifacts/synthetic/dataset"
+    test = pl.read_csv(dataset / "test.csv", infer_schema_length=None)
+    lagged = {lag: pl.read_csv(dataset / "lagged_test_labels" / f"test_labels_lag_{lag}.csv", infer_schema_length=None)
+              .with_columns(pl.col("date_id").cast(pl.Int64)) for lag in params["data"]["lags"]}
+    expected = replay._score(pl.read_csv(tmp_path / "artifacts/submission/submission.csv"), test, lagged)
+    assert metrics["scored_days"] == expected["scored_days"] > 10
+    assert metrics["test_sharpe"] == pytest.approx(expected["sharpe"], abs=1e-9)
     assert np.isfinite(metrics["const_rank_sharpe"]) and metrics["const_rank_sharpe"] != metrics["test_sharpe"]
-    assert "against the" in out.stdout and "solution.csv" in out.stdout
+    assert "against the labels revealed by the test files" in out.stdout
 
 
 def test_history_cut_to_the_tail_still_equals_the_submission(tiny_project, monkeypatch):

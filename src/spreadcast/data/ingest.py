@@ -89,8 +89,6 @@ def ingest(ds: Dataset, out: Path, tolerance: float) -> dict:
         out / "labels.parquet")
     test_days.write_parquet(out / "test_days.parquet")
     revealed_frame.write_parquet(out / "revealed.parquet")
-    if ds.solution is not None:          # read by `submit` alone, to score the submission
-        ds.solution.write_parquet(out / "solution.parquet")
 
     registry = {
         "source": str(ds.folder),
@@ -100,7 +98,6 @@ def ingest(ds: Dataset, out: Path, tolerance: float) -> dict:
         "train_dates": [int(train_dates[0]), last_train],
         "test_dates": [int(test_days[DATE].min()), int(test_days[DATE].max())] if test_days.height else None,
         "test_overlap_days": overlap,
-        "solution": ds.solution is not None,
         "fingerprint": {p.name: sha256_file(p) for p in sorted(ds.folder.glob("*.csv"))},
         "warnings": ds.warnings,
     }

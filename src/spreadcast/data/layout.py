@@ -33,7 +33,6 @@ class Dataset:
     train_labels: pl.DataFrame | None = None
     test: pl.DataFrame | None = None
     lagged: dict[int, pl.DataFrame] = field(default_factory=dict)
-    solution: pl.DataFrame | None = None   # the test days' true labels (`solution.csv`), for scoring only
     warnings: list[str] = field(default_factory=list)
 
     @property
@@ -241,25 +240,7 @@ def read_dataset(folder: str | Path, lags: list[int] | None = None) -> Dataset:
         lagged_folder = folder / "lagged_test_labels"
         for lag in ds.lags:
             ds.lagged[lag] = read_lagged(lagged_folder, lag, ds.targets_of(lag))
-        if (folder / SOLUTION).exists():
-            ds.solution = read_solution(folder / SOLUTION, [t.name for t in targets], test_dates)
     return ds
-
-
-SOLUTION = "solution.csv"   # optional: the test days' true labels, as a finished competition publishes them
-
-
-def read_solution(path: Path, names: list[str], test_dates: pl.Series) -> pl.DataFrame:
-    """The true labels of test days (date_id and every target; empty where a label does not
-    exist), each day one of test.csv's. Only `submit` reads them, to score the submission."""
-    raw = _read_raw(path)
-    _require_columns(raw, path, [DATE, *names])
-    dates = _date_ids(raw, path)
-    unknown = ~dates.is_in(test_dates.implode())
-    if unknown.any():
-        row = int(unknown.arg_max())
-        raise DataError(f"{path}: date_id {dates[row]} (row {row + 2}) is not a day of test.csv")
-    return _numeric(raw, path, names, dates)
 
 
 def dense_dates(df: pl.DataFrame) -> pl.DataFrame:
