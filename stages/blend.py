@@ -19,7 +19,8 @@ per lag; each candidate's fold scores; the inputs the ridge and the own-series f
 ridge and own-series fits on training rows (`ridge_train_*`, `own_train_coef`, for the holdout
 evaluation) and on every published label (`ridge_all_*`, `own_all_coef`, for the submission and
 serving), the ridge baseline on every model input (`ridge_baseline_*`, training rows, its penalty
-and half-life chosen on the same folds: what `evaluate` compares with), and the prior's sums
+and half-life chosen on the same folds: what `evaluate` compares with; `ridge_baseline_all_*`,
+every published label: what `submit` compares with), and the prior's sums
 over the label rows complete by the last training day (`prior_*`), which serving keeps updating.
 
 usage: python stages/blend.py --data artifacts/data --tensors artifacts/tensors --train artifacts/train \
@@ -77,6 +78,7 @@ def main() -> None:
     published = np.flatnonzero(np.isfinite(tensors.raw_labels).any(axis=1))
     w_all, b_all = fit_ridge(x, y, choice.alpha, published, choice.halflife, intercept)
     w_base, b_base = fit_ridge(every[:, tensors.model_columns], y, baseline.alpha, splits.train, baseline.halflife)
+    w_base_all, b_base_all = fit_ridge(every[:, tensors.model_columns], y, baseline.alpha, published, baseline.halflife)
 
     z = own.tensor_inputs(tensors)
     own_choice = own.select(z, tensors.raw_labels, tensors.target_lags, splits.train, cfg.own_alphas, n_folds, delay,
@@ -119,6 +121,7 @@ def main() -> None:
         save_arrays(tmp, ridge_train_weights=w_train, ridge_train_intercept=b_train,
                     ridge_all_weights=w_all, ridge_all_intercept=b_all,
                     ridge_baseline_weights=w_base, ridge_baseline_intercept=b_base,
+                    ridge_baseline_all_weights=w_base_all, ridge_baseline_all_intercept=b_base_all,
                     own_train_coef=own_train, own_all_coef=own_all,
                     own_train_offset=own_train_offset, own_all_offset=own_all_offset,
                     prior_sum=np.nansum(ranks, axis=0), prior_count=np.isfinite(ranks).sum(axis=0).astype(np.float64))

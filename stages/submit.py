@@ -14,8 +14,9 @@ epochs fine-tuning's validation chose (`refit_from: final`), or anew for the tra
 
 Where the answers are known it scores the scored days that have two labels or more: against
 the synthetic market's oracle (with its ceiling), or else against the labels the lagged test
-label files reveal for the test days (as the replay of `predict()` does), beside each target's
-mean daily rank over the training labels as a constant.
+label files reveal for the test days (as the replay of `predict()` does), beside what a user
+computes in a minute: each target's mean daily rank over the training labels as a constant,
+and the ridge on every model input fit on every published label (`ridge_baseline_all_*`).
 """
 from pathlib import Path
 
@@ -28,8 +29,8 @@ from spreadcast.data.targets import DataError
 from spreadcast.evaluation import metric
 from spreadcast.evaluation.report import oracle_for, oracle_table
 from spreadcast.features import windows
-from spreadcast.io import atomic_dir, read_json, write_json
-from spreadcast.evaluation.baseline import const_rank
+from spreadcast.io import atomic_dir, load_array, read_json, write_json
+from spreadcast.evaluation.baseline import const_rank, predict_ridge
 from spreadcast.evaluation.blend import prior_series, with_revealed
 from spreadcast.serve.predictor import load_blend, load_heads, predict_rows
 from spreadcast.training.finetune import refit
@@ -104,9 +105,14 @@ def main() -> None:
         summary["scored_days"] = int(scored.sum())
         summary["scored_days_unlabelled"] = int(unanswered.sum())
         summary["test_sharpe"] = metric.score(answers, preds[scored])
-        # what a user computes in a minute: each target's mean daily rank over the training labels
+        # what a user computes in a minute: each target's mean daily rank over the training labels,
+        # and the ridge on every model input fit on every published label (the blend stage's)
         constant = const_rank(tensors.raw_labels[tensors.date_ids <= registry["train_dates"][1]])
         summary["const_rank_sharpe"] = metric.score(answers, np.tile(constant, (len(answers), 1)))
+        weights, intercept = (load_array(Path(args.blend) / f"ridge_baseline_all_{part}.npy")
+                              for part in ("weights", "intercept"))
+        ridge = predict_ridge(weights, intercept, tensors.features.numpy()[rows[scored]][:, tensors.model_columns])
+        summary["ridge_sharpe"] = metric.score(answers, ridge)
         if oracle is not None:
             ceiling = oracle_table(oracle / "ceiling.parquet", dates, tensors.target_names)[scored]
             summary["ceiling_sharpe"] = metric.score(answers, ceiling)
@@ -120,7 +126,8 @@ def main() -> None:
     extra = ""
     if scoring:
         extra = (f"; scored on {summary['scored_days']} days against the {summary['answers']}: Sharpe "
-                 f"{summary['test_sharpe']:+.3f} (each target's mean training rank {summary['const_rank_sharpe']:+.3f}"
+                 f"{summary['test_sharpe']:+.3f} (a ridge on every input {summary['ridge_sharpe']:+.3f}, "
+                 f"each target's mean training rank {summary['const_rank_sharpe']:+.3f}"
                  + (f", ceiling {summary['ceiling_sharpe']:+.3f}" if oracle is not None else "") + ")")
     print(f"submit: {submission.height} rows x {len(tensors.target_names)} targets{extra}")
 

@@ -81,8 +81,8 @@ def test_what_is_served_is_scored_on_real_prices(tmp_path):
     assert quality.MARKETS["real_dev"]["data"]["dir"] != quality.GENERATED
     assert yaml.safe_load((ROOT / "params.yaml").read_text())["data"]["dir"] == quality.GENERATED
     (real / "artifacts/metrics/submit.json").write_text(json.dumps(
-        {"scored_days": 248, "test_sharpe": 0.01234567, "const_rank_sharpe": -0.0179}))
-    assert quality.served(real) == {"days": 248, "model": 0.0123, "const_rank": -0.0179}
+        {"scored_days": 248, "test_sharpe": 0.01234567, "ridge_sharpe": 0.04, "const_rank_sharpe": -0.0179}))
+    assert quality.served(real) == {"days": 248, "model": 0.0123, "ridge": 0.04, "const_rank": -0.0179}
 
 
 _lab_spec = importlib.util.spec_from_file_location("component_lab", ROOT / "bench" / "component_lab.py")

@@ -355,6 +355,17 @@ def test_without_an_oracle_submit_scores_what_the_test_files_reveal(tiny_project
     assert metrics["scored_days"] == expected["scored_days"] > 10
     assert metrics["test_sharpe"] == pytest.approx(expected["sharpe"], abs=1e-9)
     assert np.isfinite(metrics["const_rank_sharpe"]) and metrics["const_rank_sharpe"] != metrics["test_sharpe"]
+    # the ridge on every model input, refit on every published label, scored on the same days
+    from spreadcast.evaluation.walkforward import fit_ridge
+    from spreadcast.features import windows
+    t = windows.load(tmp_path / "artifacts/tensors")
+    baseline = yaml.safe_load((tmp_path / "artifacts/blend/blend.json").read_text())["ridge_baseline"]
+    published = np.flatnonzero(np.isfinite(t.raw_labels).any(axis=1))
+    x = t.features.numpy()[:, t.model_columns]
+    w, b = fit_ridge(x, t.labels.numpy(), baseline["alpha"], published, baseline["halflife"])
+    days = test["date_id"].cast(pl.Int64).to_numpy()
+    ridge = pl.DataFrame({"date_id": days, **dict(zip(t.target_names, (x[t.rows_of(days)] @ w + b).T))})
+    assert metrics["ridge_sharpe"] == pytest.approx(replay._score(ridge, test, lagged)["sharpe"], abs=1e-9)
     assert "against the labels revealed by the test files" in out.stdout
 
 
