@@ -73,6 +73,21 @@ Variants:
 - `own_per_target`: the own-series component as one ridge per target on that target's own
   inputs, centred on its fitting rows (`own_per_target_fit`), instead of one fit pooled over
   each lag's targets; its penalty chosen on the folds among OWN_PER_TARGET_ALPHAS.
+- `gate`: the prior alone unless the blend earns its other components: the blend's weights fit
+  leaving out each part of the evidence (each fold, then the validation days) in turn, scored on
+  the part left out, must beat the prior's Sharpe over those days by more than 1/sqrt(days)
+  (`cross_validated_shrink` with the penalties GATE).
+- `gate_wf`: the same, each part forecast by weights fit on the parts before it (walk-forward;
+  the first part is not scored).
+- `gate_last`: the same, the validation days alone forecast, by weights fit on the folds.
+- `shrink`: the weights other than the prior's penalised (`penalised_fit`), the penalty among
+  SHRINKS (inf: the prior alone) the one whose blend scores best on the parts left out in turn.
+- `shrink_wf`: the same, walk-forward as in `gate_wf`.
+- `gate_sig`: `gate`, where the prior alone is a candidate only if its own Sharpe over the
+  evidence is at least 2/sqrt(days): the blend falls back only to a ranking with evidence
+  behind it, not to one that scores within noise of nothing. What `blend.fallback` does (with
+  the project's own weight fit, `blend.fit`).
+- `fallback`: `blend.fallback` the other way from the project's.
 
 The sums are over the markets other than `null`, where there is nothing to gain.
 """
@@ -109,7 +124,10 @@ from spreadcast.training import distributed  # noqa: E402
 
 VARIANTS = ("base", "refit", "online", "families", "rank_target", "sharpe", "reduced_rank", "stack", "pooled",
             "no_transformer", "fold_transformer", "fold_only", "centre", "levels", "per_day", "widest",
-            "per_day_widest", "transformer_offset", "own_per_target")
+            "per_day_widest", "transformer_offset", "own_per_target", "gate", "gate_wf", "gate_last", "shrink",
+            "shrink_wf", "gate_sig", "fallback")
+SHRINKS = (0.0, 0.01, 0.03, 0.1, 0.3, 1.0, np.inf)   # shrink's penalties on the weights other than the prior's
+GATE = (np.inf, 0.0)                                 # gate's: the prior alone, or the blend as it is
 OWN_PER_TARGET_ALPHAS = (0.1, 1.0, 10.0, 100.0)   # own_per_target's penalties (times the rows)
 RANKS = (1, 2, 4, 8, 16, 0)  # reduced_rank's candidates (0: every direction, the ridge itself)
 GREEDY_GAIN = 0.01          # a family joins the ridge's inputs only if the folds' mean rises by more
@@ -127,6 +145,7 @@ class Project:
         self.cfg, self.n_folds = params["blend"], params["walkforward"]["folds"]
         self.centred = bool(self.choice.get("centre", False))   # `blend.centre` (projects built before it: off)
         self.levels = bool(params["blend"].get("ridge_levels", False))   # `blend.ridge_levels` (before it: off)
+        self.fallback = bool(params["blend"].get("fallback", False))     # `blend.fallback` (before it: off)
         self.reported = json.loads((art / "metrics" / "evaluate.json").read_text())["model_sharpe"]
         self.every, self.y = t.features.numpy().astype(np.float64), t.labels.numpy().astype(np.float64)
         self.model_columns = t.columns_of(self.choice["ridge_inputs"])     # the ridge's inputs
@@ -153,9 +172,11 @@ class Project:
         return {"transformer": transformer, "ridge": self.x[rows] @ w + b, "prior": self.prior[rows],
                 "own": own.predict(self.z[rows], coef, own.offset(self.z[fit_rows], coef, self.centred))}
 
-    def score(self, evidence_ridge=None, holdout: dict | None = None, fit=None, extra=None) -> dict:
+    def score(self, evidence_ridge=None, holdout: dict | None = None, fit=None, extra=None,
+              fallback: bool | None = None) -> dict:
         """Holdout Sharpe of the blend (weights fit on the evidence by `fit`, default `blend.fit` as
-        the project's `blend.pool_lags` asks, its ridge replaced
+        the project's `blend.pool_lags` asks, and the prior alone where `blend.fallback` (the
+        project's, or `fallback`) finds the evidence backs it; its ridge replaced
         by `evidence_ridge` where given) and of each component, with `holdout` replacing or adding
         components. `extra` adds components to each part of the evidence (folds, then validation)."""
         parts = [comps for _, _, comps in self.evidence] + [self.val]
@@ -167,15 +188,22 @@ class Project:
         if self.cfg["fit_on"] != "walk_forward":          # `blend.fit_on: validation`
             parts, rows = parts[-1:], rows[-1:]
         raw, lags = self.tensors.raw_labels, self.tensors.target_lags
+        gate = None
         if fit is None:
             fit = functools.partial(blend.fit, pool_lags=self.cfg.get("pool_lags", False))
+            if (self.fallback if fallback is None else fallback) and len(parts) > 1:
+                gate = blend.fallback([(p, raw[r]) for p, r in zip(parts, rows)], lags, self.cfg["max_weight"],
+                                      self.cfg.get("pool_lags", False))
         fitted = fit({n: np.vstack([p[n] for p in parts]) for n in parts[0]},
                      np.vstack([raw[r] for r in rows]), lags, self.cfg["max_weight"])
+        if gate is not None and gate["prior_alone"]:
+            fitted = blend.prior_alone(lags, self.cfg["max_weight"])
         served = {**self.holdout, **(holdout or {})}
         truth = raw[self.tensors.splits.holdout]
         out = {"model": metric.summary(truth, fitted.combine(served, lags))["sharpe"]}
         out.update({n: metric.summary(truth, served[n])["sharpe"] for n in ("ridge", "own")})
-        return {k: round(float(v), 4) for k, v in out.items()}
+        out = {k: round(float(v), 4) for k, v in out.items()}
+        return out if gate is None else {**out, "prior_alone": gate["prior_alone"]}
 
     # -- variants --------------------------------------------------------------------------------
     def refit(self) -> dict:
@@ -209,6 +237,10 @@ class Project:
         w, b = fit_ridge(x, y, choice.alpha, t.splits.train, choice.halflife, not self.centred)
         evidence.append(x[t.splits.val] @ w + b)
         return self.score(evidence, {"ridge": x[t.splits.holdout] @ w + b})
+
+    def fallback_variant(self) -> dict:
+        """The blend with `blend.fallback` the other way from the project's."""
+        return {**self.score(fallback=not self.fallback), "fallback": not self.fallback}
 
     def centre(self) -> dict:
         """The blend with `blend.centre` the other way (see the module)."""
@@ -291,6 +323,18 @@ class Project:
 
     def sharpe(self) -> dict:
         return self.score(fit=sharpe_weights)
+
+    def shrunk(self, penalties, margin: bool, scheme: str, prior_z: float = -np.inf) -> dict:
+        """The weights other than the prior's shrunk by the penalty chosen by
+        `cross_validated_shrink` over the evidence's parts (each fold, then the validation days)."""
+        sizes = [len(r) for _, r, _ in self.evidence] + [len(self.tensors.splits.val)]
+        chosen = {}
+
+        def fit(components, labels, lags, max_weight):
+            out, chosen["cv"] = cross_validated_shrink(components, labels, lags, max_weight, sizes, penalties, margin,
+                                                       scheme, prior_z)
+            return out
+        return {**self.score(fit=fit), **chosen}
 
     def pooled(self) -> dict:
         return self.score(fit=functools.partial(blend.fit, pool_lags=not self.cfg.get("pool_lags", False)))
@@ -421,6 +465,74 @@ def low_rank(path: _RidgePath, alpha: float, ranks, intercept: bool = True) -> d
     return out
 
 
+def penalised_fit(components: dict, labels: np.ndarray, lags: np.ndarray, max_weight: float,
+                  penalty: float) -> blend.Blend:
+    """`blend.fit` per lag with `penalty` * rows * w^2 added for every weight but the prior's
+    (inf: the prior alone)."""
+    if penalty == np.inf:
+        return blend.Blend({int(k): [max_weight if n == "prior" else 0.0 for n in blend.COMPONENTS]
+                            for k in sorted(set(lags.tolist()))}, max_weight)
+    y = blend.centred_ranks(labels)
+    scaled = {n: blend.standardise(components[n]) for n in blend.COMPONENTS}
+    weights = {}
+    for lag in sorted({int(k) for k in lags}):
+        cols = np.flatnonzero(lags == lag)
+        target = y[:, cols].ravel()
+        x = np.stack([scaled[n][:, cols].ravel() for n in blend.COMPONENTS], axis=1)
+        keep = np.isfinite(target)
+        x, target = x[keep], target[keep]
+        others = [i for i, n in enumerate(blend.COMPONENTS) if n != "prior"]
+        ridge = np.zeros((len(others), x.shape[1]))
+        ridge[np.arange(len(others)), others] = np.sqrt(penalty * len(target))
+        w = blend.bounded_least_squares(np.vstack([x, ridge]), np.concatenate([target, np.zeros(len(others))]),
+                                        max_weight)
+        if not w.any():
+            w[blend.COMPONENTS.index("prior")] = 1e-3 * max_weight
+        weights[lag] = [float(v) for v in w]
+    return blend.Blend(weights, max_weight)
+
+
+def cross_validated_shrink(components: dict, labels: np.ndarray, lags: np.ndarray, max_weight: float,
+                           sizes: list[int], penalties, margin: bool, scheme: str, prior_z: float = -np.inf):
+    """The penalty (see `penalised_fit`) whose blend scores the best Sharpe over the evidence's
+    parts (consecutive row blocks of `sizes`, oldest first), each part forecast by weights fit on
+    other parts: every other part (`scheme` "loo"), the parts before it ("expanding", every part
+    but the first forecast), or the parts before the last ("last", the last part alone
+    forecast). With `margin`, the largest penalty within 1/sqrt(days scored) of the best.
+    Returns the blend fit on every part with it, and each penalty's Sharpe over the parts
+    forecast."""
+    edges = np.cumsum([0] + list(sizes))
+    score = {}
+    for penalty in penalties:
+        forecast = np.full(labels.shape, np.nan)
+        for k, (a, b) in enumerate(zip(edges[:-1], edges[1:])):
+            if scheme == "loo":
+                rest = np.r_[0:a, b:len(labels)]
+            elif k == 0 or (scheme == "last" and k < len(sizes) - 1):   # "expanding" or "last"
+                continue
+            else:
+                rest = np.arange(a)
+            fitted = penalised_fit({n: c[rest] for n, c in components.items()}, labels[rest], lags, max_weight,
+                                   penalty)
+            forecast[a:b] = fitted.combine({n: c[a:b] for n, c in components.items()}, lags)
+        scored = np.isfinite(forecast).all(axis=1)
+        daily = metric.daily_rank_corr(labels[scored], forecast[scored], strict=False)
+        daily = daily[np.isfinite(daily)]
+        score[penalty] = (float(daily.mean() / daily.std()), daily.size)
+    if np.inf in score and len(score) > 1 and score[np.inf][0] < prior_z / np.sqrt(score[np.inf][1]):
+        score_of_prior = score.pop(np.inf)                # the prior alone scores within noise of nothing
+    else:
+        score_of_prior = None
+    best = max(score, key=lambda k: score[k][0])
+    pick = best
+    if margin:
+        pick = max(k for k in score if score[k][0] >= score[best][0] - 1 / np.sqrt(score[best][1]))
+    if score_of_prior is not None:
+        score[np.inf] = score_of_prior
+    cv = {str(k): round(v[0], 4) for k, v in score.items()} | {"penalty": str(pick)}
+    return penalised_fit(components, labels, lags, max_weight, pick), cv
+
+
 def sharpe_weights(components: dict, labels: np.ndarray, lags: np.ndarray, max_weight: float) -> blend.Blend:
     """Weights per lag (>= 0, the largest `max_weight`) that maximise the Sharpe ratio of the
     blend's daily covariance with the label ranks, r[d] = sum_(c, l) w[c, l] s[d, c, l], where
@@ -531,7 +643,14 @@ def main() -> None:
                          else project.fold_transformer(args.evidence_folds) if name == "fold_transformer"
                          else project.fold_transformer(args.evidence_folds, False) if name == "fold_only"
                          else project.levels_variant() if name == "levels"
+                         else project.fallback_variant() if name == "fallback"
                          else project.per_day(widest=True) if name == "per_day_widest"
+                         else project.shrunk(GATE, True, "loo") if name == "gate"
+                         else project.shrunk(GATE, True, "expanding") if name == "gate_wf"
+                         else project.shrunk(GATE, True, "last") if name == "gate_last"
+                         else project.shrunk(SHRINKS, False, "loo") if name == "shrink"
+                         else project.shrunk(SHRINKS, False, "expanding") if name == "shrink_wf"
+                         else project.shrunk(GATE, True, "loo", 2.0) if name == "gate_sig"
                          else getattr(project, name)())
         table[market] = row
         print(f"{market:10s} " + "  ".join(f"{v} {r['model']:+.3f} (ridge {r['ridge']:+.3f}, own {r['own']:+.3f})"

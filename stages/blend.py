@@ -10,7 +10,9 @@ walk-forward folds over the training days (`spreadcast.evaluation.walkforward`; 
 ridge reads the inputs the prescreen chose on that fold's fitting days). The blend's weights are
 fit on the folds' forecasts and the validation days' (`blend.fit_on`; the transformer's on the
 folds the train stage forecast, `train.evidence_folds`, and on the validation days), one set
-for every lag (`blend.pool_lags`) or one per lag. With `blend.centre` (the default) the ridge
+for every lag (`blend.pool_lags`) or one per lag; with `blend.fallback` (the default) the prior
+alone where the evidence backs it over the blend fit on other parts of it (`blend.fallback` in
+`spreadcast.evaluation.blend`). With `blend.centre` (the default) the ridge
 forecasts without its intercept and the own-series fit less each target's mean over its fitting
 rows (`own_*_offset`), in the folds' choices as in the served forecast: each target's constant
 ranking is the prior's alone, and the ridge baseline keeps its intercept. Writes `blend.json`
@@ -109,6 +111,16 @@ def main() -> None:
     fitted = blend.fit({name: np.vstack([c[name] for _, _, c in used]) for name in blend.COMPONENTS},
                        np.vstack([tensors.raw_labels[r] for _, r, _ in used]), tensors.target_lags, cfg.max_weight,
                        pool_lags=cfg.pool_lags)
+    gate = None
+    if cfg.fallback and len(used) > 1:
+        gate = blend.fallback([(c, tensors.raw_labels[r]) for _, r, c in used], tensors.target_lags, cfg.max_weight,
+                              cfg.pool_lags)
+        if gate["prior_alone"]:
+            fitted = blend.prior_alone(tensors.target_lags, cfg.max_weight)
+        print(f"blend: over the {gate['days']} days of evidence, each part forecast by weights fit on the others: "
+              f"blend {gate['blend_sharpe']}, prior alone {gate['prior_sharpe']} (a fallback from "
+              f"{gate['prior_floor']}, the blend kept only above it by {gate['margin']}): "
+              + ("the prior alone is served" if gate["prior_alone"] else "the blend is served"))
     report = [fold_report(tensors, *entry, fitted) for entry in evidence]
     fit_days = int(sum(r.size for _, r, _ in used))
     sharpe = report[-1]["sharpe"]
@@ -130,6 +142,7 @@ def main() -> None:
             "target_lags": tensors.target_lags.tolist(),
             "prior": {"upto": int(upto_date), "delay": delay},
             "fit_on": cfg.fit_on, "pool_lags": cfg.pool_lags, "centre": cfg.centre, "fit_days": fit_days,
+            "fallback": gate,
             "ridge": {**choice.to_dict(), "columns": count, "columns_margin": margin,
                       "by_columns": [{"columns": c, "alpha": options[c].alpha, "halflife": options[c].halflife,
                                       "mean_sharpe": options[c].mean_sharpe} for c in counts]},

@@ -54,6 +54,39 @@ def test_nothing_to_keep_falls_back_to_the_prior():
         assert w[0] == w[1] == w[3] == 0.0 and 0.0 < w[2] < 0.01
 
 
+def _evidence(drift: float, signal: float, seed: int, parts: int = 4, days: int = 150):
+    """(components, labels) of `parts` consecutive parts: a per-target mean of size `drift` the
+    prior learns, a day-by-day part of size `signal` the transformer sees, the rest noise."""
+    rng = np.random.default_rng(seed)
+    targets = 40
+    lags = np.repeat([1, 2], targets // 2)
+    mean, moving = rng.normal(size=targets), rng.normal(size=(parts * days, targets))
+    labels = drift * mean + signal * moving + rng.normal(size=(parts * days, targets))
+    prior = blend.prior_series(labels, delay=3)           # 0.5 for every target on the first 3 days
+    components = {"transformer": moving + rng.normal(size=labels.shape), "ridge": rng.normal(size=labels.shape),
+                  "prior": prior, "own": rng.normal(size=labels.shape)}
+    out = [({n: c[k * days:(k + 1) * days] for n, c in components.items()}, labels[k * days:(k + 1) * days])
+           for k in range(parts)]
+    return out, lags
+
+
+def test_the_blend_falls_back_to_the_prior_only_where_it_holds_and_nothing_else_adds():
+    parts, lags = _evidence(drift=0.2, signal=0.0, seed=0)          # a drift, and noise beside it
+    gate = blend.fallback(parts, lags, 0.3)
+    assert gate["prior_alone"] and gate["prior_sharpe"] >= gate["prior_floor"] > 0
+    assert gate["days"] == 600 - 3 and gate["margin"] == pytest.approx(1 / np.sqrt(597), abs=1e-4)
+    served = blend.prior_alone(lags, 0.3)
+    components, labels = parts[-1]
+    np.testing.assert_allclose(metric.daily_rank_corr(labels, served.combine(components, lags), strict=False),
+                               metric.daily_rank_corr(labels, components["prior"], strict=False))
+    parts, lags = _evidence(drift=0.2, signal=0.3, seed=1)          # the transformer adds a day-by-day part
+    gate = blend.fallback(parts, lags, 0.3)
+    assert not gate["prior_alone"] and gate["blend_sharpe"] > gate["prior_sharpe"] + gate["margin"]
+    parts, lags = _evidence(drift=0.0, signal=0.0, seed=2)          # nothing anywhere: no fallback to noise
+    gate = blend.fallback(parts, lags, 0.3)
+    assert not gate["prior_alone"] and gate["prior_sharpe"] < gate["prior_floor"]
+
+
 def test_prior_uses_a_label_row_only_when_complete():
     """The prior at row t averages the daily ranks of rows <= t - delay; changing any later row
     (or the row t - delay + 1) leaves it unchanged."""
@@ -112,8 +145,9 @@ def test_blend_stage_weighs_the_transformer_on_the_folds_it_forecast(tiny_projec
     art = tmp_path / "artifacts"
     for name in ("data", "tensors", "train", "finetune"):
         shutil.copytree(tiny_project / "artifacts" / name, art / name)
-    shutil.copy(tiny_project / "params.yaml", tmp_path / "params.yaml")
-    params = yaml.safe_load((tmp_path / "params.yaml").read_text())
+    params = yaml.safe_load((tiny_project / "params.yaml").read_text())
+    params["blend"]["fallback"] = False                  # the weights themselves, not the prior alone
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     n_folds, lags = params["walkforward"]["folds"], params["data"]["lags"]
     tensors = windows.load(art / "tensors")
     rows = folds(tensors.splits.train, n_folds, embargo_of(tensors.target_lags))[-1][1]
@@ -266,3 +300,16 @@ def test_keep_levels_makes_every_level_feature_a_model_input(tmp_path):
     assert found[True]["model_inputs"] == found[False]["model_inputs"] + levels
     for with_levels, without in zip(found[True]["fold_inputs"], found[False]["fold_inputs"]):
         assert with_levels == without + levels
+
+
+def test_blend_stage_records_its_fallback_decision(tiny_project):
+    """`blend.json` says what the evidence gave the blend and the prior, and serves the prior alone
+    exactly where it says so."""
+    import json
+
+    record = json.loads((tiny_project / "artifacts" / "blend" / "blend.json").read_text())
+    gate = record["fallback"]
+    assert set(gate) == {"prior_alone", "blend_sharpe", "prior_sharpe", "days", "margin", "prior_floor"}
+    assert gate["days"] > 0 and gate["margin"] == pytest.approx(1 / np.sqrt(gate["days"]), abs=1e-4)
+    prior_only = [[0.0, 0.0, record["blend"]["max_weight"], 0.0]] * len(record["blend"]["weights"])
+    assert (list(record["blend"]["weights"].values()) == prior_only) == gate["prior_alone"]

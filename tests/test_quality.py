@@ -118,6 +118,10 @@ def test_component_lab_rebuilds_the_served_blend_and_scores_variants(tiny_projec
     assert widest["columns"] == component_lab.widest_within_margin(*_options(project)) and np.isfinite(widest["model"])
     offset = project.transformer_offset()                           # the transformer less its mean
     assert (offset["ridge"], offset["own"]) == (base["ridge"], base["own"]) and np.isfinite(offset["model"])
+    for scheme in ("loo", "expanding", "last"):                     # the weights shrunk, or the prior alone
+        gated = project.shrunk(component_lab.GATE, True, scheme)
+        assert gated["cv"]["penalty"] in ("inf", "0.0") and np.isfinite(gated["model"])
+        assert (gated["ridge"], gated["own"]) == (base["ridge"], base["own"])
     mine = project.own_per_target()
     assert mine["own_alpha"] in component_lab.OWN_PER_TARGET_ALPHAS and mine["own"] != base["own"]
     assert mine["ridge"] == base["ridge"] and np.isfinite(mine["model"])
@@ -209,6 +213,40 @@ def test_sharpe_weights_have_the_best_sharpe_of_any_non_negative_weights():
                                            for lag in (1, 2)}, 0.3)
         if other.per_target(lags).any():
             assert sharpe(other.per_target(lags)) <= best + 1e-9
+
+
+def _market(days, targets, signal, rng):
+    """Labels with a steady ranking and, with `signal`, a part the transformer sees day by day."""
+    steady = rng.normal(size=targets)
+    moving = rng.normal(size=(days, targets))
+    labels = 0.15 * steady + signal * moving + rng.normal(size=(days, targets))
+    components = {"transformer": moving + 0.5 * rng.normal(size=labels.shape),
+                  "ridge": rng.normal(size=labels.shape),
+                  "prior": np.tile(steady, (days, 1)) + 0.05 * rng.normal(size=labels.shape),
+                  "own": rng.normal(size=labels.shape)}
+    return labels, components
+
+
+def test_the_gate_keeps_the_prior_alone_unless_the_other_components_earn_their_weight():
+    rng = np.random.default_rng(3)
+    lags = np.repeat([1, 2], 20)
+    sizes = [150, 150, 150, 150]
+    labels, components = _market(600, 40, 0.0, rng)                 # the others are noise
+    fitted, cv = component_lab.cross_validated_shrink(components, labels, lags, 0.3, sizes, component_lab.GATE,
+                                                      True, "loo")
+    assert cv["penalty"] == "inf" and cv["inf"] > cv["0.0"]
+    assert all(w == [0.0, 0.0, 0.3, 0.0] for w in fitted.weights.values())   # the prior alone
+    labels, components = _market(600, 40, 0.3, rng)                 # the transformer carries a signal
+    for scheme in ("loo", "expanding", "last"):
+        fitted, cv = component_lab.cross_validated_shrink(components, labels, lags, 0.3, sizes,
+                                                          component_lab.SHRINKS, False, scheme)
+        assert cv["penalty"] != "inf" and cv[cv["penalty"]] > cv["inf"] + 0.2
+    unpenalised = component_lab.penalised_fit(components, labels, lags, 0.3, 0.0)
+    plain = component_lab.blend.fit(components, labels, lags, 0.3)
+    assert all(unpenalised.weights[lag] == pytest.approx(plain.weights[lag], abs=1e-12) for lag in (1, 2))
+    shrunk = component_lab.penalised_fit(components, labels, lags, 0.3, 1.0)
+    for lag in (1, 2):                                               # the penalty takes weight from the others
+        assert shrunk.weights[lag][0] < unpenalised.weights[lag][0]
 
 
 _att_spec = importlib.util.spec_from_file_location("attainable", ROOT / "bench" / "attainable.py")

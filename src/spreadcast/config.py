@@ -384,6 +384,7 @@ class BlendConfig:
     ridge_columns: list[int] = field(default_factory=lambda: [2, 4, 8, 16, 32, 0])   # source columns the ridge reads (0: all)
     ridge_levels: bool = True  # and, where there are level features (features.levels), those alone: a candidate too
     centre: bool = True        # the ridge (no intercept) and own-series fit forecast deviations from their fitting rows' means; constants are the prior's
+    fallback: bool = True      # the prior alone where it scores on the evidence and the blend, fit on other parts of it, does not beat it
 
     def validate(self, s: str) -> None:
         _require(self.max_weight > 0.0, f"{s}.max_weight", "must be positive")

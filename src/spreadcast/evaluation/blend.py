@@ -23,6 +23,14 @@ on the fold's fitting days, `train.evidence_folds`, and zero elsewhere) and of t
 days (all four), so every weight rests on several periods of days its component never trained
 on (`blend.fit_on: validation` uses the validation days alone). A lag whose fit keeps nothing
 falls back to the prior alone, the ranking a user gets in a minute.
+
+The whole blend falls back to the prior alone too (`blend.fallback`, `fallback`) where the
+evidence backs the prior and not the rest: the prior's own Sharpe over the evidence's days is at
+least `PRIOR_Z` / sqrt(days), and the blend, each part of the evidence (each fold, then the
+validation days) forecast by weights fit on the other parts, does not beat it by more than
+1 / sqrt(days). Weights fit on the same days they are scored on would always beat the prior;
+fit on other days, they show what the other components add out of sample. Where the prior
+itself scores within noise of nothing it is no fallback, and the blend stays.
 """
 from __future__ import annotations
 
@@ -30,6 +38,8 @@ import itertools
 from dataclasses import dataclass
 
 import numpy as np
+
+from spreadcast.evaluation import metric
 
 COMPONENTS = ("transformer", "ridge", "prior", "own")
 
@@ -140,6 +150,40 @@ def fit(components: dict[str, np.ndarray], labels: np.ndarray, target_lags: np.n
             w[COMPONENTS.index("prior")] = 1e-3 * max_weight      # nothing validated: the prior alone
         weights.update({lag: [float(v) for v in w] for lag in served})
     return Blend(weights=weights, max_weight=max_weight)
+
+
+PRIOR_Z = 2.0   # the prior is a fallback only where its Sharpe over the evidence is this many standard errors
+
+
+def prior_alone(lags, max_weight: float) -> Blend:
+    """The blend that serves the prior alone, the same weight for every lag (one ranking)."""
+    return Blend(weights={int(lag): [max_weight if name == "prior" else 0.0 for name in COMPONENTS]
+                          for lag in sorted({int(k) for k in lags})}, max_weight=max_weight)
+
+
+def fallback(parts: list[tuple[dict[str, np.ndarray], np.ndarray]], target_lags: np.ndarray, max_weight: float,
+             pool_lags: bool = False) -> dict:
+    """Whether the evidence `parts` ((components, labels) of each fold, then of the validation
+    days) backs the prior alone over the blend (see the module): each part forecast by the weights
+    `fit` on the others, its daily Spearman correlations beside the prior's over the same days.
+    Returns {"prior_alone", "blend_sharpe", "prior_sharpe", "days", "margin", "prior_floor"}."""
+    blended, alone = [], []
+    for k, (components, labels) in enumerate(parts):
+        rest = [p for j, p in enumerate(parts) if j != k]
+        fitted = fit({n: np.vstack([c[n] for c, _ in rest]) for n in COMPONENTS}, np.vstack([y for _, y in rest]),
+                     target_lags, max_weight, pool_lags)
+        blended.append(metric.daily_rank_corr(labels, fitted.combine(components, target_lags), strict=False))
+        alone.append(metric.daily_rank_corr(labels, components["prior"], strict=False))
+    blended, alone = np.concatenate(blended), np.concatenate(alone)
+    ok = np.isfinite(blended) & np.isfinite(alone)
+    days = int(ok.sum())
+    if days < 2 or blended[ok].std() == 0 or alone[ok].std() == 0:
+        return {"prior_alone": False, "blend_sharpe": None, "prior_sharpe": None, "days": days,
+                "margin": None, "prior_floor": None}
+    b, a = metric.sharpe(blended[ok]), metric.sharpe(alone[ok])
+    margin, floor = 1.0 / np.sqrt(days), PRIOR_Z / np.sqrt(days)
+    return {"prior_alone": bool(a >= floor and b <= a + margin), "blend_sharpe": round(b, 4),
+            "prior_sharpe": round(a, 4), "days": days, "margin": round(margin, 4), "prior_floor": round(floor, 4)}
 
 
 def with_revealed(date_ids: np.ndarray, labels: np.ndarray, revealed, target_names: list[str]) -> np.ndarray:
