@@ -126,6 +126,22 @@ def test_pooled_weights_are_one_fit_over_every_lag():
         components, labels, np.ones_like(lags), 0.3).combine(components, np.ones_like(lags)))
 
 
+def _blend_inputs(tiny_project, tmp_path, **settings):
+    """The blend stage's inputs copied from the tiny project under `tmp_path`, with `settings`
+    changed in its params' `blend` section; returns the artifacts folder and the params."""
+    import shutil
+
+    import yaml
+
+    art = tmp_path / "artifacts"
+    for name in ("data", "tensors", "train", "finetune"):
+        shutil.copytree(tiny_project / "artifacts" / name, art / name)
+    params = yaml.safe_load((tiny_project / "params.yaml").read_text())
+    params["blend"].update(settings)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    return art, params
+
+
 def test_blend_stage_weighs_the_transformer_on_the_folds_it_forecast(tiny_project, tmp_path):
     """Fold forecasts in `train/lagK/evidence` (`train.evidence_folds`) join the transformer's
     evidence: near-perfect forecasts of the last fold raise its weight on every lag and the fold's
@@ -136,18 +152,11 @@ def test_blend_stage_weighs_the_transformer_on_the_folds_it_forecast(tiny_projec
     import subprocess
     import sys
 
-    import yaml
-
     from conftest import BLEND, ROOT, stage
     from spreadcast.evaluation.walkforward import embargo_of, folds
     from spreadcast.features import windows
 
-    art = tmp_path / "artifacts"
-    for name in ("data", "tensors", "train", "finetune"):
-        shutil.copytree(tiny_project / "artifacts" / name, art / name)
-    params = yaml.safe_load((tiny_project / "params.yaml").read_text())
-    params["blend"]["fallback"] = False                  # the weights themselves, not the prior alone
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    art, params = _blend_inputs(tiny_project, tmp_path, fallback=False)   # the weights, not the prior alone
     n_folds, lags = params["walkforward"]["folds"], params["data"]["lags"]
     tensors = windows.load(art / "tensors")
     rows = folds(tensors.splits.train, n_folds, embargo_of(tensors.target_lags))[-1][1]
@@ -193,9 +202,6 @@ def test_blend_stage_leaves_each_targets_constant_to_the_prior(tiny_project, tmp
     for every target (no constant ranking of their own), while the ridge baseline keeps its
     intercept; off, both components keep each target's mean."""
     import json
-    import shutil
-
-    import yaml
 
     from conftest import BLEND, stage
     from spreadcast.evaluation import own
@@ -203,12 +209,7 @@ def test_blend_stage_leaves_each_targets_constant_to_the_prior(tiny_project, tmp
     from spreadcast.features import windows
     from spreadcast.io import load_array
 
-    art = tmp_path / "artifacts"
-    for name in ("data", "tensors", "train", "finetune"):
-        shutil.copytree(tiny_project / "artifacts" / name, art / name)
-    params = yaml.safe_load((tiny_project / "params.yaml").read_text())
-    params["blend"]["centre"] = centre
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    art, _ = _blend_inputs(tiny_project, tmp_path, centre=centre)
     stage(BLEND, tmp_path / "params.yaml", in_process=True, d=str(art))
     out = art / "blend"
     meta = json.loads((out / "blend.json").read_text())
@@ -302,14 +303,22 @@ def test_keep_levels_makes_every_level_feature_a_model_input(tmp_path):
         assert with_levels == without + levels
 
 
-def test_blend_stage_records_its_fallback_decision(tiny_project):
+def test_blend_stage_records_its_fallback_decision(tiny_project, tmp_path):
     """`blend.json` says what the evidence gave the blend and the prior, and serves the prior alone
-    exactly where it says so."""
+    exactly where it says so; with `blend.fallback` off it records nothing and keeps the weights."""
     import json
 
-    record = json.loads((tiny_project / "artifacts" / "blend" / "blend.json").read_text())
+    from conftest import BLEND, stage
+
+    art, _ = _blend_inputs(tiny_project, tmp_path, fallback=True)
+    stage(BLEND, tmp_path / "params.yaml", in_process=True, d=str(art))
+    record = json.loads((art / "blend" / "blend.json").read_text())
     gate = record["fallback"]
     assert set(gate) == {"prior_alone", "blend_sharpe", "prior_sharpe", "days", "margin", "prior_floor"}
     assert gate["days"] > 0 and gate["margin"] == pytest.approx(1 / np.sqrt(gate["days"]), abs=1e-4)
     prior_only = [[0.0, 0.0, record["blend"]["max_weight"], 0.0]] * len(record["blend"]["weights"])
     assert (list(record["blend"]["weights"].values()) == prior_only) == gate["prior_alone"]
+    assert gate["prior_alone"] == (gate["prior_sharpe"] >= gate["prior_floor"]
+                                   and gate["blend_sharpe"] <= gate["prior_sharpe"] + gate["margin"])
+    kept = json.loads((tiny_project / "artifacts" / "blend" / "blend.json").read_text())   # built with it off
+    assert kept["fallback"] is None and list(kept["blend"]["weights"].values()) != prior_only
