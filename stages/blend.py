@@ -11,8 +11,8 @@ ridge reads the inputs the prescreen chose on that fold's fitting days). The ble
 fit on the folds' forecasts and the validation days' (`blend.fit_on`; the transformer's on the
 folds the train stage forecast, `train.evidence_folds`, and on the validation days), one set
 for every lag (`blend.pool_lags`) or one per lag; with `blend.fallback` (the default) the prior
-alone where the evidence backs it over the blend fit on other parts of it (`blend.fallback` in
-`spreadcast.evaluation.blend`). With `blend.centre` (the default) the ridge
+alone where the evidence backs it over the blend fit on other parts of it
+(`spreadcast.evaluation.blend.fallback`). With `blend.centre` (the default) the ridge
 forecasts without its intercept and the own-series fit less each target's mean over its fitting
 rows (`own_*_offset`), in the folds' choices as in the served forecast: each target's constant
 ranking is the prior's alone, and the ridge baseline keeps its intercept. Writes `blend.json`

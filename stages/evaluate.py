@@ -11,7 +11,8 @@ walk-forward folds chose, which may be all of them.
 The validation days are scored the same way (`val_*` metrics): they chose epochs and pruning
 and, with the walk-forward folds of the training days, the blend's weights, so the holdout,
 which nothing chose from, is the headline. Every fold's and the validation days' scores per
-component and per lag (Sharpe, mean IC) are in the report under `walk_forward`.
+component and per lag (Sharpe, mean IC) are in the report under `walk_forward`, and under
+`fallback` what the evidence gave the blend and the prior alone, and which was served.
 
 usage: python stages/evaluate.py --data artifacts/data --tensors artifacts/tensors \
            --models artifacts/finetune --blend artifacts/blend --oracle artifacts/synthetic/oracle \
@@ -110,7 +111,7 @@ def main() -> None:
                                    pl.lit(None, dtype=pl.Float64).alias("ceiling_ic_rolling"))
     with atomic_dir(args.out) as tmp:
         write_json(tmp / "report.json", {**metrics, "gates": gate_stats, "validation": val_metrics,
-                                         "ridge_walk_forward": fitted.get("ridge"),
+                                         "ridge_walk_forward": fitted.get("ridge"), "fallback": fitted.get("fallback"),
                                          "walk_forward": fitted.get("walk_forward", [])})
         daily.write_csv(tmp / "daily_ic.csv", null_value="NaN")     # a chart skips NaN, draws empty as 0
         per_lag.write_csv(tmp / "per_lag.csv")
@@ -123,6 +124,9 @@ def main() -> None:
     for entry in fitted.get("walk_forward", [])[:-1]:
         line = "  ".join(f"{name} {v:+.3f}" for name, v in entry["sharpe"].items())
         print(f"evaluate: walk-forward {entry['fold']}, {entry['days']} training days, Sharpe  {line}")
+    if (fitted.get("fallback") or {}).get("prior_alone"):
+        print("evaluate: the model is the prior alone (blend.fallback: the evidence backs it over the blend; "
+              "blend.json's `fallback`)")
 
 
 if __name__ == "__main__":
