@@ -84,7 +84,7 @@ Variants:
   SHRINKS (inf: the prior alone) the one whose blend scores best on the parts left out in turn.
 - `shrink_wf`: the same, walk-forward as in `gate_wf`.
 - `gate_sig`: `gate`, where the prior alone is a candidate only if its own Sharpe over the
-  evidence is at least 2/sqrt(days): the blend falls back only to a ranking with evidence
+  evidence is at least `blend.PRIOR_Z` (2) / sqrt(days): the blend falls back only to a ranking with evidence
   behind it, not to one that scores within noise of nothing. What `blend.fallback` does (with
   the project's own weight fit, `blend.fit`).
 - `fallback`: `blend.fallback` the other way from the project's.
@@ -470,8 +470,7 @@ def penalised_fit(components: dict, labels: np.ndarray, lags: np.ndarray, max_we
     """`blend.fit` per lag with `penalty` * rows * w^2 added for every weight but the prior's
     (inf: the prior alone)."""
     if penalty == np.inf:
-        return blend.Blend({int(k): [max_weight if n == "prior" else 0.0 for n in blend.COMPONENTS]
-                            for k in sorted(set(lags.tolist()))}, max_weight)
+        return blend.prior_alone(lags, max_weight)
     y = blend.centred_ranks(labels)
     scaled = {n: blend.standardise(components[n]) for n in blend.COMPONENTS}
     weights = {}
@@ -650,7 +649,7 @@ def main() -> None:
                          else project.shrunk(GATE, True, "last") if name == "gate_last"
                          else project.shrunk(SHRINKS, False, "loo") if name == "shrink"
                          else project.shrunk(SHRINKS, False, "expanding") if name == "shrink_wf"
-                         else project.shrunk(GATE, True, "loo", 2.0) if name == "gate_sig"
+                         else project.shrunk(GATE, True, "loo", blend.PRIOR_Z) if name == "gate_sig"
                          else getattr(project, name)())
         table[market] = row
         print(f"{market:10s} " + "  ".join(f"{v} {r['model']:+.3f} (ridge {r['ridge']:+.3f}, own {r['own']:+.3f})"
