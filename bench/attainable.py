@@ -24,7 +24,13 @@ expectation driven by that mechanism's source only, the reversion of what it mov
 parts add up to the ceiling), scored on the same holdout days: where a market's ceiling lies.
 
 It is a bound on the estimation, not on the search: the pipeline must also find those few
-columns among all the others, which this ridge is told. Mean reversion's state is each asset's
+columns among all the others, which this ridge is told. Two more rows measure what a forecaster
+that is not told the regime day can do about it, on every market: the told ridge fit with recency
+weights (a half-life of 125 or 250 days back from the last training day, as the pipeline's ridge
+weighs its rows), and where the market has leaders, the search itself: each leader's place among
+the source columns in the screen's order (`prescreen`'s univariate rank IC on the training days,
+a column ranked by its best feature), over every training day as the pipeline screens, and with
+the same recency weights in the IC. Mean reversion's state is each asset's
 own deviation from its trailing mean, which the own-series component reads already; it is left
 out here, so on a market with reversion the bound covers the other mechanisms only.
 """
@@ -45,13 +51,17 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from spreadcast import config  # noqa: E402
 from spreadcast.data import synthetic  # noqa: E402
+from spreadcast.data.ingest import load_ingested  # noqa: E402
 from spreadcast.data.layout import DATE, SCORED  # noqa: E402
 from spreadcast.evaluation import metric  # noqa: E402
-from spreadcast.evaluation.walkforward import fit_ridge  # noqa: E402
-from spreadcast.features import windows  # noqa: E402
+from spreadcast.evaluation.walkforward import fit_ridge, recency_weights  # noqa: E402
+from spreadcast.features import splits as date_splits, windows  # noqa: E402
+from spreadcast.features.engineer import column_kinds, engineer  # noqa: E402
+from spreadcast.features.prescreen import usable  # noqa: E402
 from quality import finished_projects  # noqa: E402
 
 ALPHAS = (0.1, 1.0, 10.0)      # ridge penalties (times the rows); the best on the holdout is reported
+HALFLIVES = (125.0, 250.0)     # recency weights of the told ridge and of the screen's IC, in days
 
 
 def state_variables(cfg, market: synthetic.Market) -> tuple[list[str], np.ndarray, np.ndarray]:
@@ -92,6 +102,47 @@ def by_mechanism(cfg, t) -> dict[str, float]:
             for name in synthetic.MECHANISMS if active[name] > 0}
 
 
+def weighted_rank_ic(features: np.ndarray, labels: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Spearman IC of each feature with each target (features x targets), each row weighing
+    `weights`: ranks over the rows, centred and normed under the weights; missing cells count as
+    the centre. Equal weights give `prescreen.rank_ic`."""
+    def centred(values):
+        ranks = metric.rankdata(values, axis=0)
+        seen = np.isfinite(ranks)
+        mean = (np.where(seen, ranks, 0.0) * weights[:, None]).sum(axis=0) / np.maximum(
+            (seen * weights[:, None]).sum(axis=0), 1e-12)
+        ranks = np.where(seen, ranks - mean, 0.0) * np.sqrt(weights)[:, None]
+        norm = np.linalg.norm(ranks, axis=0, keepdims=True)
+        return ranks / np.where(norm > 0, norm, 1.0)
+    return centred(features).T @ centred(labels)
+
+
+def leader_places(root: Path, leaders: list[str]) -> dict:
+    """Each leader's place (1 = first) among the usable source columns in the screen's order on
+    the project's training days: every day alike, as `prescreen` screens, and with each recency
+    half-life in the IC. Also how many source columns there are."""
+    data = load_ingested(root / "artifacts" / "data")
+    feat_cfg = config.load("features", str(root / "params.yaml"))
+    screen_cfg = config.load("prescreen", str(root / "params.yaml"))
+    names, matrix = engineer(data.prices, feat_cfg, data.targets, data.labels, data.revealed,
+                             column_kinds(data.prices))
+    train = date_splits.load(root / "artifacts" / "splits", data.date_ids).train
+    alive = usable(matrix[train], names, screen_cfg)
+    index = {n: j for j, n in enumerate(names)}
+    features, labels = matrix[np.ix_(train, [index[n] for n in alive])], data.labels[train]
+    family = [n.split("__")[0] for n in alive]
+    out = {"source_columns": len(set(family))}
+    for halflife in (0.0, *HALFLIVES):
+        score = np.sqrt(np.mean(weighted_rank_ic(features, labels, recency_weights(train, halflife)) ** 2, axis=1))
+        best: dict[str, float] = {}
+        for f, s in zip(family, score):
+            best[f] = max(best.get(f, 0.0), float(s))
+        order = sorted(best, key=lambda f: (-round(best[f], 12), f))
+        key = "every day alike" if halflife == 0 else f"recency half-life {halflife:g}"
+        out[key] = [order.index(leader) + 1 if leader in best else None for leader in leaders]
+    return out
+
+
 def attainable(root: Path) -> dict | None:
     """The row of one project, or None where the market has no ceiling (real prices, none set)."""
     params = root / "params.yaml"
@@ -113,24 +164,29 @@ def attainable(root: Path) -> dict | None:
     expected = expectation(market, t) / np.where(spread > 0, spread, 1.0)
     day_spread = np.nanstd(y, axis=1, keepdims=True)                # across targets, each day
     per_day = y / np.where(np.isfinite(day_spread) & (day_spread > 0), day_spread, 1.0)
-    fits = {"all training days": train}
+    fits = {"all training days": (train, 0.0)}
     if cfg.regime_day > 0 and (t.date_ids[train] >= cfg.regime_day).sum() > 20:
-        fits["training days after the regime day"] = train[t.date_ids[train] >= cfg.regime_day]
+        fits["training days after the regime day"] = (train[t.date_ids[train] >= cfg.regime_day], 0.0)
+    recent = {f"all training days, recency half-life {h:g}": (train, h) for h in HALFLIVES}
     row = {"state_variables": names, "ceiling": round(metrics["ceiling_sharpe"], 4),
            "model": round(metrics["model_sharpe"], 4), "ceiling_by_mechanism": by_mechanism(cfg, t)}
-    for name, rows in fits.items():
+    for name, (rows, halflife) in {**fits, **recent}.items():
         for part, target in (("state", y), ("state_and_means", y), ("state fit to the expectation", expected),
                              ("state fit to each day's labels over their spread", per_day)):
-            if part != "state_and_means" and not names:
+            if (part != "state_and_means" and not names) or (name in recent and part != "state"):
                 continue
-            less = 0.0 if part == "state_and_means" else np.nan_to_num(target[rows]).mean(axis=0)  # the intercept
+            # the intercept: each target's mean over the fit's rows, under the fit's weights
+            weights = recency_weights(rows, halflife)[:, None]
+            less = 0.0 if part == "state_and_means" else (np.nan_to_num(target[rows]) * weights).mean(axis=0)
             scores = {}
             for alpha in ALPHAS:
-                w, b = fit_ridge(x, target, alpha, rows, 0.0)
+                w, b = fit_ridge(x, target, alpha, rows, halflife)
                 scores[alpha] = metric.summary(truth, x[holdout] @ w + b - less)["sharpe"]
             best = max(scores, key=scores.get)
             row[f"{part}, {name}"] = {"sharpe": round(scores[best], 4), "alpha": best, "days": int(rows.size),
                                       "share_of_ceiling": round(scores[best] / metrics["ceiling_sharpe"], 3)}
+    if cfg.signal_strength > 0:
+        row["leader_places"] = leader_places(root, list(market.leaders))
     row["model_share_of_ceiling"] = round(metrics["model_sharpe"] / metrics["ceiling_sharpe"], 3)
     return row
 
@@ -156,6 +212,10 @@ def main() -> None:
         for k, v in row.items():
             if isinstance(v, dict) and "sharpe" in v:
                 print(f"{'':12s}{k:56s} {v['sharpe']:+.3f} ({v['share_of_ceiling']:.0%})", flush=True)
+        if "leader_places" in row:
+            places = row["leader_places"]
+            print(f"{'':12s}the leaders' places among {places['source_columns']} source columns in the screen's order: "
+                  + "; ".join(f"{k} {v}" for k, v in places.items() if k != "source_columns"), flush=True)
     result = {"markets": table, "alphas": list(ALPHAS), "wall_s": round(time.perf_counter() - start)}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")

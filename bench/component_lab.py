@@ -52,6 +52,9 @@ Variants:
   project's (a project built with it on is measured without, and the other way round): the
   ridge's source columns, penalty and half-life and the own-series penalty chosen again on the
   folds, scoring them as they then forecast; the transformer's evidence is the project's.
+- `weigh`: `walkforward.weigh` the other way from the project's: the ridge's inputs, penalty and
+  half-life and the own-series penalty chosen again on the folds, each fold's Sharpe weighing
+  alike or by its fitting days in the mean.
 - `levels`: `blend.ridge_levels` the other way from the project's: the ridge's candidate inputs
   with or without the level features alone (where the project's tensors carry them), its inputs,
   penalty and half-life and the own-series penalty chosen again on the folds.
@@ -125,7 +128,7 @@ from spreadcast.training import distributed  # noqa: E402
 VARIANTS = ("base", "refit", "online", "families", "rank_target", "sharpe", "reduced_rank", "stack", "pooled",
             "no_transformer", "fold_transformer", "fold_only", "centre", "levels", "per_day", "widest",
             "per_day_widest", "transformer_offset", "own_per_target", "gate", "gate_wf", "gate_last", "shrink",
-            "shrink_wf", "gate_sig", "fallback")
+            "shrink_wf", "gate_sig", "fallback", "weigh")
 SHRINKS = (0.0, 0.01, 0.03, 0.1, 0.3, 1.0, np.inf)   # shrink's penalties on the weights other than the prior's
 GATE = (np.inf, 0.0)                                 # gate's: the prior alone, or the blend as it is
 OWN_PER_TARGET_ALPHAS = (0.1, 1.0, 10.0, 100.0)   # own_per_target's penalties (times the rows)
@@ -143,6 +146,7 @@ class Project:
         self.tensors = t = windows.load(art / "tensors")
         self.choice = json.loads((art / "blend" / "blend.json").read_text())
         self.cfg, self.n_folds = params["blend"], params["walkforward"]["folds"]
+        self.weigh = params["walkforward"].get("weigh", "equal")         # `walkforward.weigh` (before it: equal)
         self.centred = bool(self.choice.get("centre", False))   # `blend.centre` (projects built before it: off)
         self.levels = bool(params["blend"].get("ridge_levels", False))   # `blend.ridge_levels` (before it: off)
         self.fallback = bool(params["blend"].get("fallback", False))     # `blend.fallback` (before it: off)
@@ -246,6 +250,11 @@ class Project:
         """The blend with `blend.centre` the other way (see the module)."""
         return {**self._reselect(not self.centred, self.levels), "centre": not self.centred}
 
+    def weigh_variant(self) -> dict:
+        """The blend's choices on the folds with `walkforward.weigh` the other way (see the module)."""
+        other = "fit_days" if self.weigh == "equal" else "equal"
+        return {**self._reselect(self.centred, self.levels, weigh=other), "weigh": other}
+
     def levels_variant(self) -> dict:
         """The blend with `blend.ridge_levels` the other way (see the module)."""
         return {**self._reselect(self.centred, not self.levels), "ridge_levels": not self.levels}
@@ -287,22 +296,25 @@ class Project:
         return {**self.score(holdout={"own": own_per_target_forecast(self.z, coef, splits.train, splits.holdout)},
                              extra=extra), "own_alpha": alpha, "folds_mean": round(float(mean[alpha]), 4)}
 
-    def _reselect(self, centre: bool, levels: bool, y: np.ndarray | None = None, widest: bool = False) -> dict:
+    def _reselect(self, centre: bool, levels: bool, y: np.ndarray | None = None, widest: bool = False,
+                  weigh: str | None = None) -> dict:
         """The blend whose ridge (inputs, penalty, half-life) and own-series penalty are chosen
         again on the folds with `blend.centre` = `centre` and `blend.ridge_levels` = `levels`,
         the ridge fit to `y` (default: the standardised labels) and its inputs chosen by
-        `widest_within_margin` where `widest`."""
+        `widest_within_margin` where `widest`, the folds weighed by `weigh` (default: the project's
+        `walkforward.weigh`)."""
         t, cfg = self.tensors, self.cfg
         splits = t.splits
         y = self.y if y is None else y
+        weigh = weigh or self.weigh
         options, count, margin = ridge_options(t, self.every, y, self.n_folds, self.delay, cfg["ridge_alphas"],
                                                cfg["ridge_halflives"], ridge_candidates(t, cfg["ridge_columns"], levels),
-                                               not centre)
+                                               not centre, weigh)
         if widest:
             count = widest_within_margin(options, margin)
         choice = options[count]
         own_alpha = own.select(self.z, t.raw_labels, t.target_lags, splits.train, cfg["own_alphas"], self.n_folds,
-                               self.delay, centre).alpha
+                               self.delay, centre, weigh).alpha
         evidence = fold_forecasts(t, self.every, y, self.z, self.prior,
                                   [candidate_columns(t, c, count) for c in t.fold_columns(self.n_folds)], choice,
                                   own_alpha, self.n_folds, self.delay, centre=centre)
@@ -643,6 +655,7 @@ def main() -> None:
                          else project.fold_transformer(args.evidence_folds, False) if name == "fold_only"
                          else project.levels_variant() if name == "levels"
                          else project.fallback_variant() if name == "fallback"
+                         else project.weigh_variant() if name == "weigh"
                          else project.per_day(widest=True) if name == "per_day_widest"
                          else project.shrunk(GATE, True, "loo") if name == "gate"
                          else project.shrunk(GATE, True, "expanding") if name == "gate_wf"

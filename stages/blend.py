@@ -53,7 +53,8 @@ def main() -> None:
     args = p.parse_args()
     cfg = config.load("blend", args.params)
     lags = config.load("data", args.params).lags
-    n_folds = config.load("walkforward", args.params).folds
+    walk = config.load("walkforward", args.params)
+    n_folds, weigh = walk.folds, walk.weigh
 
     tensors = windows.load(args.tensors)
     splits = tensors.splits
@@ -63,11 +64,12 @@ def main() -> None:
     intercept = not cfg.centre
     counts = ridge_candidates(tensors, cfg.ridge_columns, cfg.ridge_levels)
     options, count, margin = ridge_options(tensors, every, y, n_folds, delay, cfg.ridge_alphas, cfg.ridge_halflives,
-                                           counts, intercept)
+                                           counts, intercept, weigh)
     choice = options[count]
     # the baseline a user computes in a minute: the ridge on every model input, with its intercept
     baseline = options[0] if intercept else select_ridge(every, y, tensors.raw_labels, splits.train, cfg.ridge_alphas,
-                                                         cfg.ridge_halflives, n_folds, delay, fold_columns)
+                                                         cfg.ridge_halflives, n_folds, delay, fold_columns,
+                                                         weigh=weigh)
     print(f"blend: ridge chosen on {n_folds} walk-forward folds of the training days (each on its own "
           f"screen's inputs): {describe(count, len(tensors.level_inputs))}, alpha {choice.alpha:g}, half-life "
           f"{choice.halflife:g} days (0 = equal weights); fold means by candidate: "
@@ -84,7 +86,7 @@ def main() -> None:
 
     z = own.tensor_inputs(tensors)
     own_choice = own.select(z, tensors.raw_labels, tensors.target_lags, splits.train, cfg.own_alphas, n_folds, delay,
-                            cfg.centre)
+                            cfg.centre, weigh)
     print(f"blend: own-series fit ({z.shape[2]} inputs per target) chosen on the same folds: "
           f"alpha {own_choice.alpha:g}" + ("; centred" if cfg.centre else ""))
     own_train = own.fit(z[splits.train], tensors.raw_labels[splits.train], tensors.target_lags, own_choice.alpha)
@@ -185,13 +187,16 @@ def describe(candidate: int | str, n_levels: int) -> str:
     return f"the first {candidate} source columns" if candidate else "every input"
 
 
-def ridge_options(tensors, every, y, n_folds, delay, alphas, halflives, counts, intercept: bool):
+def ridge_options(tensors, every, y, n_folds, delay, alphas, halflives, counts, intercept: bool,
+                  weigh: str = "equal"):
     """The ridge chosen on the walk-forward folds (`select_ridge`, each fold reading its own
-    screen's inputs) for each candidate in `counts` (`candidate_columns`) and for 0 (every
-    input), and the candidate `choose_columns` takes with its margin: (options, count, margin)."""
+    screen's inputs, the folds weighed by `weigh`) for each candidate in `counts`
+    (`candidate_columns`) and for 0 (every input), and the candidate `choose_columns` takes with
+    its margin: (options, count, margin)."""
     fold_columns = tensors.fold_columns(n_folds)
     options = {count: select_ridge(every, y, tensors.raw_labels, tensors.splits.train, alphas, halflives, n_folds,
-                                   delay, [candidate_columns(tensors, c, count) for c in fold_columns], intercept)
+                                   delay, [candidate_columns(tensors, c, count) for c in fold_columns], intercept,
+                                   weigh)
                for count in dict.fromkeys([*counts, 0])}
     count, margin = choose_columns(options, counts, folds(tensors.splits.train, n_folds, delay))
     return options, count, margin

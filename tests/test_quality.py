@@ -1,6 +1,7 @@
 """bench/quality.py: the quality table's interval and its row, from a real pipeline run."""
 import importlib.util
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -122,6 +123,8 @@ def test_component_lab_rebuilds_the_served_blend_and_scores_variants(tiny_projec
         gated = project.shrunk(component_lab.GATE, True, scheme)
         assert gated["cv"]["penalty"] in ("inf", "0.0") and np.isfinite(gated["model"])
         assert (gated["ridge"], gated["own"]) == (base["ridge"], base["own"])
+    weighed = project.weigh_variant()                               # the folds weighed by their fitting days
+    assert project.weigh == "equal" and weighed["weigh"] == "fit_days" and np.isfinite(weighed["model"])
     mine = project.own_per_target()
     assert mine["own_alpha"] in component_lab.OWN_PER_TARGET_ALPHAS and mine["own"] != base["own"]
     assert mine["ridge"] == base["ridge"] and np.isfinite(mine["model"])
@@ -254,6 +257,27 @@ attainable = importlib.util.module_from_spec(_att_spec)
 _att_spec.loader.exec_module(attainable)
 
 
+def synthetic_leaders(project: Path) -> list[str]:
+    from spreadcast import config
+    from spreadcast.data import synthetic
+    return list(synthetic.generate(config.load("synthetic", str(project / "params.yaml"))).leaders)
+
+
+def test_the_weighted_rank_ic_is_the_screens_ic_under_equal_weights_and_follows_the_weights():
+    """Equal weights give `prescreen.rank_ic` (missing cells included); weights on the later rows
+    alone give the IC of those rows, so a relation that turned sign shows in the recent IC."""
+    from spreadcast.features.prescreen import rank_ic
+    rng = np.random.default_rng(3)
+    features, labels = rng.normal(size=(200, 5)), rng.normal(size=(200, 3))
+    features[rng.random(features.shape) < 0.1] = np.nan
+    labels[:, 0] = np.where(np.arange(200) < 100, 1.0, -1.0) * features[:, 0] + 0.3 * rng.normal(size=200)
+    equal = attainable.weighted_rank_ic(features, labels, np.ones(200))
+    np.testing.assert_allclose(equal, rank_ic(features, labels), atol=1e-12)
+    late = attainable.weighted_rank_ic(features, labels, (np.arange(200) >= 100).astype(float))
+    np.testing.assert_allclose(late, rank_ic(features[100:], labels[100:]), atol=0.05)   # ranks over all rows
+    assert late[0, 0] < -0.7 and abs(equal[0, 0]) < 0.2
+
+
 def test_a_ridge_told_the_state_variables_reaches_much_of_the_ceiling(tiny_project, monkeypatch):
     """The tiny market is lead-lag: its leaders' weighted returns are its state, and a ridge on
     them reaches a good part of the ceiling (161 training days, 40 holdout days); on the same
@@ -268,6 +292,22 @@ def test_a_ridge_told_the_state_variables_reaches_much_of_the_ceiling(tiny_proje
     assert row["ceiling_by_mechanism"]["lead_lag"] == pytest.approx(row["ceiling"], abs=1e-3)
     assert row["state fit to the expectation, all training days"]["sharpe"] > told["sharpe"] + 0.05, row
     assert np.isfinite(row["state fit to each day's labels over their spread, all training days"]["sharpe"])
+    # the same ridge with recency weights, and the search: over every day alike, the leaders'
+    # places are those of the project's own screen (its report's scores, a column by its best feature)
+    for halflife in attainable.HALFLIVES:
+        assert np.isfinite(row[f"state, all training days, recency half-life {halflife:g}"]["sharpe"])
+    places = row["leader_places"]
+    assert set(places) == {"source_columns", "every day alike", *(f"recency half-life {h:g}" for h in attainable.HALFLIVES)}
+    best: dict[str, float] = {}
+    for line in json.loads((tiny_project / "artifacts" / "features" / "report.json").read_text()):
+        if line["score"] > 0:
+            family = line["feature"].split("__")[0]
+            best[family] = max(best.get(family, 0.0), line["score"])
+    order = sorted(best, key=lambda f: (-round(best[f], 12), f))
+    cfg_leaders = synthetic_leaders(tiny_project)
+    assert places["source_columns"] == len(order)
+    assert places["every day alike"] == [order.index(leader) + 1 for leader in cfg_leaders], (places, order[:5])
+    assert all(1 <= p <= len(order) for k, v in places.items() if k != "source_columns" for p in v)
     from spreadcast import config
     from spreadcast.data import synthetic
     cfg = config.load("synthetic", str(tiny_project / "params.yaml"))

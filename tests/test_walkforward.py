@@ -6,7 +6,8 @@ from spreadcast.config import PrescreenConfig
 from spreadcast.errors import SplitError
 from spreadcast.features.prescreen import prescreen
 from spreadcast.evaluation.baseline import fit_ridge as plain_ridge
-from spreadcast.evaluation.walkforward import fit_ridge, folds, leading_columns, recency_weights, select_ridge
+from spreadcast.evaluation.walkforward import (fit_ridge, fold_weights, folds, leading_columns, recency_weights,
+                                               select_ridge, weighted_mean)
 
 
 def test_folds_expand_forward_with_an_embargo():
@@ -20,6 +21,27 @@ def test_folds_expand_forward_with_an_embargo():
         assert fit.min() == rows[0] and fit.size >= 94
     with pytest.raises(SplitError, match="cannot make 3 walk-forward folds"):
         folds(np.arange(30), n_folds=3, embargo=5)
+
+
+def test_the_folds_weigh_alike_or_by_their_fitting_days():
+    """`walkforward.weigh`: each candidate's mean over the folds weighs every fold alike, or each by
+    the rows its fit had; a fold that could not be scored (NaN) leaves its weight out."""
+    splits = folds(np.arange(400), n_folds=3, embargo=5)
+    np.testing.assert_allclose(fold_weights(splits, "equal"), [1 / 3] * 3)
+    sizes = np.array([fit.size for fit, _ in splits], dtype=float)
+    np.testing.assert_allclose(fold_weights(splits, "fit_days"), sizes / sizes.sum())
+    assert sizes[0] < sizes[1] < sizes[2]
+    with pytest.raises(ValueError, match="weigh must be one of equal, fit_days"):
+        fold_weights(splits, "latest")
+    assert weighted_mean([1.0, np.nan, 4.0], np.array([0.25, 0.25, 0.5])) == pytest.approx(3.0)
+    assert np.isnan(weighted_mean([np.nan, np.nan], np.array([0.5, 0.5])))
+    # each candidate's mean is its fold scores' weighted mean
+    x, y = _market(flip_at=10_000)
+    for weigh in ("equal", "fit_days"):
+        choice = select_ridge(x, y, y, np.arange(900), [0.1, 10.0], [0.0], n_folds=3, embargo=5, weigh=weigh)
+        w = fold_weights(folds(np.arange(900), 3, 5), weigh)
+        for c in choice.scores:
+            assert c["mean_sharpe"] == pytest.approx(float(np.dot(w, c["fold_sharpe"])), abs=2e-4)
 
 
 def test_equal_weights_match_the_plain_ridge():

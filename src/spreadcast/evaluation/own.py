@@ -20,7 +20,7 @@ import numpy as np
 
 from spreadcast.evaluation import metric
 from spreadcast.evaluation.blend import centred_ranks
-from spreadcast.evaluation.walkforward import folds
+from spreadcast.evaluation.walkforward import fold_weights, folds, weighted_mean
 
 
 def columns(own: list[list[str | None]], feature_names: list[str]) -> np.ndarray:
@@ -89,16 +89,19 @@ class OwnChoice:
 
 
 def select(z: np.ndarray, labels: np.ndarray, target_lags: np.ndarray, rows: np.ndarray, alphas: list[float],
-           n_folds: int, embargo: int, centre: bool = False) -> OwnChoice:
+           n_folds: int, embargo: int, centre: bool = False, weigh: str = "equal") -> OwnChoice:
     """The penalty with the best mean walk-forward Sharpe over `rows` (a tie: the larger), each
-    fold's forecast centred on its fitting rows where `centre`."""
+    fold's forecast centred on its fitting rows where `centre`, the folds weighed by `weigh`
+    (`walkforward.fold_weights`)."""
     table = {a: [] for a in alphas}
-    for fit_rows, test_rows in folds(rows, n_folds, embargo):
+    splits = folds(rows, n_folds, embargo)
+    weights = fold_weights(splits, weigh)
+    for fit_rows, test_rows in splits:
         for a in alphas:
             coef = fit(z[fit_rows], labels[fit_rows], target_lags, a)
             forecast = predict(z[test_rows], coef, offset(z[fit_rows], coef, centre))
             table[a].append(metric.summary(labels[test_rows], forecast)["sharpe"])
-    scores = [{"alpha": a, "fold_sharpe": [round(float(s), 4) for s in v], "mean_sharpe": round(float(np.nanmean(v)), 4)}
+    scores = [{"alpha": a, "fold_sharpe": [round(float(s), 4) for s in v], "mean_sharpe": round(weighted_mean(v, weights), 4)}
               for a, v in table.items()]
     best = max(scores, key=lambda e: (e["mean_sharpe"] if np.isfinite(e["mean_sharpe"]) else -np.inf, e["alpha"]))
     return OwnChoice(alpha=float(best["alpha"]), scores=scores)

@@ -5,7 +5,9 @@
 The last `n_folds` equal blocks of the rows are the test folds; each is forecast by a fit on
 every row before it, less an embargo (>= max lag + 1 days, so no label of a fit row reaches into
 the fold). A choice is scored by its mean Sharpe over the folds, never on the days it is then
-judged on (validation, holdout).
+judged on (validation, holdout). The mean weighs the folds alike, or each by its fitting days
+(`weigh: fit_days`, `fold_weights`): the first fold's fit has a third of the rows the last fold's
+has, and a quarter of those the served fit has, and a richer model needs the rows to pay.
 
 `select_ridge` chooses the ridge's penalty and the half-life of its sample weights (recent days
 count more: what was true early may have turned) this way; the candidates come from
@@ -55,6 +57,26 @@ def recency_weights(rows: np.ndarray, halflife: float) -> np.ndarray:
         return np.ones(rows.size)
     w = 0.5 ** ((rows.max() - rows) / halflife)
     return w / w.mean()
+
+
+WEIGHINGS = ("equal", "fit_days")
+
+
+def fold_weights(splits: list[tuple[np.ndarray, np.ndarray]], weigh: str = "equal") -> np.ndarray:
+    """Each fold's weight in a choice's mean score (summing to 1): alike (`equal`), or in
+    proportion to its fitting rows (`fit_days`)."""
+    if weigh not in WEIGHINGS:
+        raise ValueError(f"weigh must be one of {', '.join(WEIGHINGS)}, not {weigh!r}")
+    w = np.ones(len(splits)) if weigh == "equal" else np.array([fit.size for fit, _ in splits], dtype=np.float64)
+    return w / w.sum()
+
+
+def weighted_mean(values, weights: np.ndarray) -> float:
+    """The mean of `values` under `weights`, a missing value (NaN) leaving its weight out; NaN
+    when every value is missing."""
+    v = np.asarray(values, dtype=np.float64)
+    seen = np.isfinite(v)
+    return float(np.sum(v[seen] * weights[seen]) / np.sum(weights[seen])) if seen.any() else float("nan")
 
 
 class _RidgePath:
@@ -114,7 +136,8 @@ def leading_columns(columns: np.ndarray, names: list[str], count: int) -> np.nda
 
 def select_ridge(x: np.ndarray, y: np.ndarray, labels: np.ndarray, rows: np.ndarray, alphas: list[float],
                  halflives: list[float], n_folds: int, embargo: int,
-                 fold_columns: list[np.ndarray] | None = None, intercept: bool = True) -> RidgeChoice:
+                 fold_columns: list[np.ndarray] | None = None, intercept: bool = True,
+                 weigh: str = "equal") -> RidgeChoice:
     """The ridge penalty and recency half-life with the best mean walk-forward Sharpe over `rows`.
 
     `y` is what the ridge fits (the standardised labels), `labels` what the folds are scored on
@@ -122,8 +145,9 @@ def select_ridge(x: np.ndarray, y: np.ndarray, labels: np.ndarray, rows: np.ndar
     reads (the inputs screened on its fitting days; default: all), so no fold is judged by a fit
     whose inputs were chosen on its own days. A tie goes to the larger penalty, then to the
     longer memory (the simpler fit). `intercept`: the folds score the ridge as it will forecast,
-    with or without its intercept."""
+    with or without its intercept. `weigh`: the folds' weights in the mean (`fold_weights`)."""
     splits = folds(rows, n_folds, embargo)
+    weights = fold_weights(splits, weigh)
     table = {(a, h): [] for a in alphas for h in halflives}
     for k, (fit_rows, test_rows) in enumerate(splits):
         xk = x if fold_columns is None else x[:, fold_columns[k]]
@@ -133,7 +157,7 @@ def select_ridge(x: np.ndarray, y: np.ndarray, labels: np.ndarray, rows: np.ndar
                 w, b = path.fit(a, intercept)
                 table[(a, h)].append(metric.summary(labels[test_rows], xk[test_rows] @ w + b)["sharpe"])
     scores = [{"alpha": a, "halflife": h, "fold_sharpe": [round(float(s), 4) for s in v],
-               "mean_sharpe": round(float(np.nanmean(v)), 4)} for (a, h), v in table.items()]
+               "mean_sharpe": round(weighted_mean(v, weights), 4)} for (a, h), v in table.items()]
 
     def key(entry):
         memory = float("inf") if entry["halflife"] <= 0 else entry["halflife"]
