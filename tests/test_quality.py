@@ -316,3 +316,34 @@ def test_a_ridge_told_the_state_variables_reaches_much_of_the_ceiling(tiny_proje
     monkeypatch.setattr(attainable, "state_variables", lambda *a: (names, shuffled, dates))
     control = attainable.attainable(tiny_project)["state, all training days"]
     assert control["sharpe"] < told["sharpe"] - 0.3, (control, told)
+
+
+_chart_spec = importlib.util.spec_from_file_location("quality_chart", ROOT / "bench" / "quality_chart.py")
+quality_chart = importlib.util.module_from_spec(_chart_spec)
+_chart_spec.loader.exec_module(quality_chart)
+
+
+def test_the_quality_chart_draws_every_market_and_refuses_what_is_not_a_quality_table(tmp_path, monkeypatch):
+    import xml.etree.ElementTree as ET
+    table = {"reseed": 0, "markets": {"default": {"model": 0.8, "ridge": 0.4, "const_rank": 0.1, "ceiling": 1.0},
+                                      "null": {"model": -0.05, "ridge": 0.02, "const_rank": -0.1}}}
+    other = {"reseed": 100, "markets": {"default": {"model": 0.6, "ridge": 0.3, "const_rank": -0.1, "ceiling": 1.1}}}
+    first, second = tmp_path / "quality.json", tmp_path / "quality_reseed100.json"
+    first.write_text(json.dumps(table))
+    second.write_text(json.dumps(other))
+    out = tmp_path / "chart.svg"
+    monkeypatch.setattr("sys.argv", ["quality_chart", "--results", f"{first},{second}", "--out", str(out)])
+    quality_chart.main()
+    svg = ET.parse(out).getroot()                                   # well-formed
+    ns = "{http://www.w3.org/2000/svg}"
+    titles = [t.text for t in svg.iter(f"{ns}title")]
+    # a bar per series and market of each draw, a ceiling where the market has one
+    assert sum("served model" in t for t in titles) == 3 and sum("ceiling" in t for t in titles) == 2
+    assert "default served model: +0.800" in titles and "null constant ranking: -0.100" in titles
+    assert any(t.text == "not on this draw" for t in svg.iter(f"{ns}text"))   # null is not in the second draw
+    assert not list(tmp_path.glob("*.tmp"))
+    bad = tmp_path / "other.json"
+    bad.write_text(json.dumps({"rows": []}))
+    monkeypatch.setattr("sys.argv", ["quality_chart", "--results", str(bad), "--out", str(out)])
+    with pytest.raises(SystemExit, match="other.json has no 'markets' table"):
+        quality_chart.main()
