@@ -367,11 +367,10 @@ class EvaluateConfig:
 @dataclass
 class WalkForwardConfig:
     folds: int = 3             # expanding-window folds over the training days (each after an embargo)
-    weigh: str = "equal"       # a choice's mean over the folds: equal | fit_days (each fold by its fitting days)
+    weigh: Literal["equal", "fit_days"] = "equal"   # a choice's mean over the folds: alike, or by fitting days
 
     def validate(self, s: str) -> None:
         _require(1 <= self.folds <= 10, f"{s}.folds", "must be in 1..10")
-        _require(self.weigh in ("equal", "fit_days"), f"{s}.weigh", "must be equal or fit_days")
 
 
 @dataclass

@@ -6,8 +6,9 @@ The last `n_folds` equal blocks of the rows are the test folds; each is forecast
 every row before it, less an embargo (>= max lag + 1 days, so no label of a fit row reaches into
 the fold). A choice is scored by its mean Sharpe over the folds, never on the days it is then
 judged on (validation, holdout). The mean weighs the folds alike, or each by its fitting days
-(`weigh: fit_days`, `fold_weights`): the first fold's fit has a third of the rows the last fold's
-has, and a quarter of those the served fit has, and a richer model needs the rows to pay.
+(`weigh: fit_days`, `fold_weights`): with three folds the first fold's fit has a third of the
+rows the last fold's has and a quarter of those the served fit has, and a richer model needs
+the rows to pay.
 
 `select_ridge` chooses the ridge's penalty and the half-life of its sample weights (recent days
 count more: what was true early may have turned) this way; the candidates come from
