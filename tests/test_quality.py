@@ -1,7 +1,6 @@
 """bench/quality.py: the quality table's interval and its row, from a real pipeline run."""
 import importlib.util
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -257,12 +256,6 @@ attainable = importlib.util.module_from_spec(_att_spec)
 _att_spec.loader.exec_module(attainable)
 
 
-def synthetic_leaders(project: Path) -> list[str]:
-    from spreadcast import config
-    from spreadcast.data import synthetic
-    return list(synthetic.generate(config.load("synthetic", str(project / "params.yaml"))).leaders)
-
-
 def test_the_weighted_rank_ic_is_the_screens_ic_under_equal_weights_and_follows_the_weights():
     """Equal weights give `prescreen.rank_ic` (missing cells included); weights on the later rows
     alone give the IC of those rows, so a relation that turned sign shows in the recent IC."""
@@ -304,14 +297,14 @@ def test_a_ridge_told_the_state_variables_reaches_much_of_the_ceiling(tiny_proje
             family = line["feature"].split("__")[0]
             best[family] = max(best.get(family, 0.0), line["score"])
     order = sorted(best, key=lambda f: (-round(best[f], 12), f))
-    cfg_leaders = synthetic_leaders(tiny_project)
-    assert places["source_columns"] == len(order)
-    assert places["every day alike"] == [order.index(leader) + 1 for leader in cfg_leaders], (places, order[:5])
-    assert all(1 <= p <= len(order) for k, v in places.items() if k != "source_columns" for p in v)
     from spreadcast import config
     from spreadcast.data import synthetic
     cfg = config.load("synthetic", str(tiny_project / "params.yaml"))
-    names, values, dates = attainable.state_variables(cfg, synthetic.generate(cfg))
+    market = synthetic.generate(cfg)
+    assert places["source_columns"] == len(order)
+    assert places["every day alike"] == [order.index(leader) + 1 for leader in market.leaders], (places, order[:5])
+    assert all(1 <= p <= len(order) for k, v in places.items() if k != "source_columns" for p in v)
+    names, values, dates = attainable.state_variables(cfg, market)
     shuffled = values[np.random.default_rng(0).permutation(len(values))]
     monkeypatch.setattr(attainable, "state_variables", lambda *a: (names, shuffled, dates))
     control = attainable.attainable(tiny_project)["state, all training days"]
